@@ -1,0 +1,49 @@
+# onnx-stopgrad: every set-up step a fresh clone needs lives here.
+#   make demo   set up, then fine-tune a pretrained model behind a StopGradient
+#   make test   set up, then run the whole test suite (both ONNX Runtimes)
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+# onnxruntime-gpu cannot share a venv with the training runtime: it gets its own.
+INFER_VENV  := .venv-ort131
+INFER_PY    := $(INFER_VENV)/bin/python
+ORT_INFERENCE := onnxruntime-gpu==1.31.*
+OP_SOURCES  := $(shell find custom_ops -type f -not -path '*/build/*' 2>/dev/null)
+
+.PHONY: setup build demo test test-fast bench clean
+
+setup: $(VENV)/.installed $(INFER_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py $(OP_SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[training,dev]'
+	touch $@
+
+$(INFER_VENV)/.installed: pyproject.toml
+	test -x $(INFER_PY) || $(PYTHON) -m venv $(INFER_VENV)
+	$(INFER_PY) -m pip install --quiet --upgrade pip
+	$(INFER_PY) -m pip install --quiet '$(ORT_INFERENCE)' onnx onnx-graphsurgeon numpy click pytest psutil
+	touch $@
+
+# Rebuild the op library in place (pip does this too on install).
+build: $(VENV)/.installed
+	$(PY) setup.py build_ext --inplace
+
+demo: setup
+	$(PY) examples/finetune_digits.py
+
+# The whole suite in the training runtime, then the op and rewrite tests in the inference
+# runtime (the in-tree package, with the library built above, on PYTHONPATH).
+test: setup
+	ONNX_STOPGRAD_LARGE_TESTS=1 $(PY) -m pytest -q tests
+	PYTHONPATH=$(CURDIR) $(INFER_PY) -m pytest -q tests/op tests/rewrite
+
+test-fast: setup
+	$(PY) -m pytest -q -x tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build $(VENV) $(INFER_VENV) onnx_stopgrad/_lib *.egg-info

@@ -1,0 +1,183 @@
+"""Reading and writing models safely.
+
+* Models are read without their external data: weights stay on disk.
+* External-data locations must stay inside the model's directory.
+* Outputs are written to a temporary file beside the target, then renamed, so a crash
+  leaves either no output or the previous one, never a truncated file.
+* When the output goes to another directory, the external data files it references are
+  copied there (streamed by the OS, never loaded into memory), so the new model is
+  self-contained and the source model keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ModelLoadError, ModelSaveError
+
+__all__ = [
+    "ModelLike",
+    "load_model",
+    "save_model",
+    "external_data_files",
+    "default_output_path",
+    "atomic_write_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+ModelLike = Union[onnx.ModelProto, str, "os.PathLike[str]"]
+
+
+def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
+    """Return ``(proto, directory)`` for a ModelProto or a path; weights are not read.
+
+    ``directory`` is the folder external data is relative to (None for a proto).
+    """
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an .onnx file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(
+            f"{path}: not a readable ONNX model ({reason}); is the file complete?"
+        ) from exc
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph or no opset_import)")
+    directory = path.resolve().parent
+    for location in external_data_files(proto):
+        _check_inside(directory, location, path)
+    return proto, directory
+
+
+def _check_inside(directory: Path, location: str, model_path: Path) -> None:
+    """Refuse external data that would be read from outside the model's directory."""
+    target = (directory / location).resolve()
+    if os.path.isabs(location) or not target.is_relative_to(directory):
+        raise ModelLoadError(
+            f"{model_path}: external data location {location!r} points outside the "
+            "model's directory; refusing to read it"
+        )
+
+
+def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _iter_tensors(sub)
+
+
+def external_data_files(model: onnx.ModelProto) -> list[str]:
+    """The distinct external-data locations a model references, in first-use order."""
+    seen: dict[str, None] = {}
+    for tensor in _iter_tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    seen.setdefault(entry.value, None)
+    return list(seen)
+
+
+def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> Path:
+    """``model.onnx`` -> ``model.stopgrad.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.onnx'}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise ModelSaveError(f"{path}: cannot write here ({exc.strerror}); choose another output") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise ModelSaveError(f"{path}: write failed ({exc.strerror}); nothing was written") from exc
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    source_dir: Path | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` atomically; copy its external data if it moves folders.
+
+    ``source_dir`` is the directory the model's external data is relative to.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ModelSaveError(f"{path}: directory {directory} does not exist; create it first")
+    try:
+        data = model.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages over 2 GiB
+        raise ModelSaveError(
+            f"{path}: model too large to serialise ({exc}); keep its weights as external data"
+        ) from exc
+    locations = external_data_files(model)
+    if locations and source_dir is not None and directory.resolve() != source_dir:
+        for location in locations:
+            target = directory / location
+            if target.resolve() == path.resolve():
+                raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            log.info("copying external data %s to %s", location, directory)
+            try:
+                _atomic_copy(source_dir / location, target)
+            except OSError as exc:
+                raise ModelSaveError(
+                    f"{target}: cannot copy external data ({exc.strerror}); nothing was written"
+                ) from exc
+    atomic_write_bytes(path, data)
+    return path

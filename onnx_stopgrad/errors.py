@@ -1,0 +1,46 @@
+"""Errors raised by onnx-stopgrad.
+
+Every :class:`StopGradError` is a *user* error: its message is one line that says what
+went wrong and what to do. The CLI prints it and exits non-zero without a traceback.
+Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StopGradError",
+    "ModelLoadError",
+    "ModelSaveError",
+    "TensorNotFoundError",
+    "InvalidModelError",
+    "LibraryError",
+    "TrainingError",
+]
+
+
+class StopGradError(Exception):
+    """Base class of every error a user can cause and fix."""
+
+
+class ModelLoadError(StopGradError):
+    """A model file is missing, unreadable, truncated or not ONNX."""
+
+
+class ModelSaveError(StopGradError):
+    """The output could not be written (the input is untouched)."""
+
+
+class TensorNotFoundError(StopGradError):
+    """A tensor or node named by the user is not in the graph."""
+
+
+class InvalidModelError(StopGradError):
+    """The graph is malformed in a way that makes the request impossible."""
+
+
+class LibraryError(StopGradError):
+    """The custom-op library is missing or the runtime is too old for it."""
+
+
+class TrainingError(StopGradError):
+    """Training artifacts cannot be built or loaded as asked."""
