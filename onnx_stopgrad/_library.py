@@ -1,0 +1,72 @@
+"""Where the StopGradient op library is, and ONNX Runtime session options that load it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._names import MIN_ORT_VERSION
+from .errors import LibraryError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["LIBRARY_FILE", "get_library_path", "session_options"]
+
+_log = logging.getLogger(__name__)
+
+#: File name of the op library inside the package's ``_lib`` folder.
+LIBRARY_FILE = "libonnx_stopgrad.so"
+
+
+def get_library_path() -> str:
+    """Absolute path of the built op library (pass it to ``register_custom_ops_library``)."""
+    path = Path(__file__).resolve().parent / "_lib" / LIBRARY_FILE
+    if not path.is_file():
+        raise LibraryError(
+            f"the StopGradient op library is missing ({path}): run `make build` or `pip install .`"
+        )
+    return str(path)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """Leading numeric parts of a version string: "1.19.2" -> (1, 19, 2), "1.20.0rc1" -> (1, 20)."""
+    parts: list[int] = []
+    for piece in version.split("."):
+        digits = ""
+        for char in piece:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    return tuple(parts)
+
+
+def check_runtime_version(version: str) -> None:
+    """Raise LibraryError when an ONNX Runtime ``version`` is older than MIN_ORT_VERSION."""
+    if _version_tuple(version) < _version_tuple(MIN_ORT_VERSION):
+        raise LibraryError(
+            f"onnxruntime {version} is too old for the StopGradient op (needs >= {MIN_ORT_VERSION}): "
+            "upgrade onnxruntime"
+        )
+
+
+def session_options(options: onnxruntime.SessionOptions | None = None) -> onnxruntime.SessionOptions:
+    """Return ``options`` (or new SessionOptions) with the StopGradient library registered."""
+    import onnxruntime
+
+    check_runtime_version(onnxruntime.__version__)
+    path = get_library_path()
+    if options is None:
+        options = onnxruntime.SessionOptions()
+    try:
+        options.register_custom_ops_library(path)
+    except Exception as exc:  # ORT raises its own Fail/RuntimeError types
+        raise LibraryError(f"onnxruntime could not load the StopGradient op library {path}: {exc}") from exc
+    _log.debug("registered %s with onnxruntime %s", path, onnxruntime.__version__)
+    return options
