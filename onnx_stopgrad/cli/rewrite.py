@@ -1,0 +1,167 @@
+"""``onnx-stopgrad insert | remove | list``: thin wrappers over :mod:`onnx_stopgrad.passes`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from .._io import load_model, save_model
+from ..passes import insert_in_place, list_stop_gradients, remove_in_place, select_tensors
+from . import main
+from ._options import emit, in_place_option, json_option, model_argument, output_option, resolve_output
+
+__all__ = ["insert", "remove", "list_command"]
+
+
+class _PairedOptions(click.Command):
+    """Remembers the order of ``--at`` and ``--consumer`` on the command line.
+
+    Click collects each repeated option into its own tuple; the order of the two kinds is
+    what pairs a ``--consumer`` with the ``--at`` before it.
+    """
+
+    tracked = ("--at", "--consumer")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            opt
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for opt in param.opts
+        }
+        order: list[str] = []
+        tokens = iter(args)
+        for token in tokens:
+            if token == "--":
+                break
+            name = token.split("=", 1)[0] if token.startswith("--") else token
+            if name in self.tracked:
+                order.append(name)
+            if name in takes_value and "=" not in token:
+                next(tokens, None)
+        ctx.meta["onnx_stopgrad.order"] = order
+        return super().parse_args(ctx, args)
+
+
+def _pair_consumers(ctx: click.Context, ats: Sequence[str], consumers: Sequence[str]) -> dict[str, list[str]]:
+    order = ctx.meta.get("onnx_stopgrad.order", [])
+    if order.count("--consumer") != len(consumers) or order.count("--at") != len(ats):
+        raise click.UsageError("could not pair --consumer with --at; write --at TENSOR --consumer NODE")
+    pairs: dict[str, list[str]] = {}
+    at_values, consumer_values = iter(ats), iter(consumers)
+    current: str | None = None
+    for kind in order:
+        if kind == "--at":
+            current = next(at_values)
+        elif current is None:
+            raise click.UsageError("--consumer NODE must follow the --at TENSOR it applies to")
+        else:
+            pairs.setdefault(current, []).append(next(consumer_values))
+    return pairs
+
+
+@main.command(cls=_PairedOptions, short_help="Stop the gradient at tensors (adds StopGradient nodes).")
+@model_argument
+@click.option("--at", "ats", multiple=True, metavar="TENSOR", help="Tensor to stop (repeatable).")
+@click.option(
+    "--consumer",
+    "consumers",
+    multiple=True,
+    metavar="NODE",
+    help="Stop only the edge from the preceding --at into this node (repeatable).",
+)
+@click.option("--match", "globs", multiple=True, metavar="GLOB", help="Stop every tensor whose name matches.")
+@click.option("--regex", "regexes", multiple=True, metavar="RE", help="Stop every tensor whose name contains a match.")
+@output_option()
+@in_place_option
+@json_option
+@click.pass_context
+def insert(
+    ctx: click.Context,
+    model: Path,
+    ats: tuple[str, ...],
+    consumers: tuple[str, ...],
+    globs: tuple[str, ...],
+    regexes: tuple[str, ...],
+    output: Path | None,
+    in_place: bool,
+    as_json: bool,
+) -> None:
+    """Stop the gradient at tensors of MODEL: nothing behind them is trained.
+
+    Each chosen tensor gets a StopGradient node right after its producer; its readers
+    read the stopped copy. Graph outputs keep their names and values.
+
+    \b
+    Examples:
+      onnx-stopgrad insert model.onnx --at /backbone/Relu_3_output_0
+      onnx-stopgrad insert model.onnx --at h --consumer /head/Gemm -o out.onnx
+      onnx-stopgrad insert model.onnx --match '/encoder/layers.0/*' --in-place
+    """
+    pairs = _pair_consumers(ctx, ats, consumers)
+    target_path = resolve_output(model, output, in_place)
+    proto, source_dir = load_model(model)
+    targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
+    if not targets:
+        raise click.UsageError("name the tensors to stop with --at, --match or --regex")
+    report = insert_in_place(proto, targets, pairs)
+    written = _write(proto, target_path, source_dir, report.modified, in_place)
+    emit(report, as_json, wrote=written)
+
+
+@main.command(short_help="Take StopGradient nodes out again.")
+@model_argument
+@click.option(
+    "--at", "ats", multiple=True, metavar="NAME",
+    help="Remove only this StopGradient: its node name, input or output (repeatable) [default: all].",
+)
+@click.option("--to-identity", is_flag=True, help="Replace the nodes with Identity instead of rewiring.")
+@output_option()
+@in_place_option
+@json_option
+def remove(
+    model: Path,
+    ats: tuple[str, ...],
+    to_identity: bool,
+    output: Path | None,
+    in_place: bool,
+    as_json: bool,
+) -> None:
+    """Take StopGradient nodes out of MODEL, so it runs without the op library.
+
+    Readers of each stopped copy read the original tensor again.
+
+    \b
+    Examples:
+      onnx-stopgrad remove model.stopgrad.onnx -o model.plain.onnx
+      onnx-stopgrad remove model.stopgrad.onnx --at h/StopGradient --in-place
+      onnx-stopgrad remove model.stopgrad.onnx --to-identity
+    """
+    target_path = resolve_output(model, output, in_place, tag="nostopgrad")
+    proto, source_dir = load_model(model)
+    report = remove_in_place(proto, list(ats) or None, to_identity)
+    written = _write(proto, target_path, source_dir, report.modified, in_place)
+    emit(report, as_json, wrote=written)
+
+
+@main.command(name="list", short_help="List StopGradient nodes and the parameters they freeze.")
+@model_argument
+@json_option
+def list_command(model: Path, as_json: bool) -> None:
+    """List the StopGradient nodes of MODEL and the parameters they freeze.
+
+    \b
+    Examples:
+      onnx-stopgrad list model.stopgrad.onnx
+      onnx-stopgrad list model.stopgrad.onnx --json | jq '.frozen_parameters'
+    """
+    emit(list_stop_gradients(model), as_json)
+
+
+def _write(proto, target: Path, source_dir: Path | None, modified: bool, in_place: bool) -> Path | None:
+    """Save unless ``--in-place`` asked to rewrite a model that did not change."""
+    if in_place and not modified:
+        return None
+    return save_model(proto, target, source_dir)

@@ -1,0 +1,33 @@
+"""Graph passes that insert, remove and list StopGradient nodes.
+
+Each public function accepts a ModelProto (copied, never changed), a path, or an
+``onnx_graphsurgeon.Graph``, and returns the new model with a frozen report dataclass
+(``to_dict()`` for JSON, ``summary()`` for people). The ``*_in_place`` variants change a
+ModelProto the caller owns and skip the copy (the CLI uses them).
+"""
+
+from __future__ import annotations
+
+from ._select import closest_names, node_names, select_tensors, tensor_names
+from .insert import InsertReport, Insertion, Skipped, insert_in_place, insert_stop_gradient
+from .listing import ListReport, StopGradientInfo, list_stop_gradients
+from .remove import Removal, RemoveReport, remove_in_place, remove_stop_gradient
+
+__all__ = [
+    "insert_stop_gradient",
+    "remove_stop_gradient",
+    "list_stop_gradients",
+    "insert_in_place",
+    "remove_in_place",
+    "InsertReport",
+    "Insertion",
+    "Skipped",
+    "RemoveReport",
+    "Removal",
+    "ListReport",
+    "StopGradientInfo",
+    "select_tensors",
+    "tensor_names",
+    "node_names",
+    "closest_names",
+]

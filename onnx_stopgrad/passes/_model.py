@@ -1,0 +1,56 @@
+"""What the public functions accept: a ModelProto, a path, or an onnx-graphsurgeon Graph.
+
+A caller's ModelProto is copied, never changed; a path is read without its external
+data (see :mod:`onnx_stopgrad._io`); a graphsurgeon Graph is exported to a proto and the
+result imported back, so callers get the kind of object they passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Union
+
+import onnx
+
+from .._io import load_model
+from ..errors import InvalidModelError
+
+__all__ = ["ModelInput", "open_model", "read_model", "is_graphsurgeon_graph"]
+
+#: A ModelProto, a path to an .onnx file, or an ``onnx_graphsurgeon.Graph``.
+ModelInput = Union[onnx.ModelProto, str, "os.PathLike[str]", Any]
+
+
+def is_graphsurgeon_graph(model: object) -> bool:
+    return type(model).__module__.startswith("onnx_graphsurgeon") and hasattr(model, "nodes")
+
+
+def read_model(model: ModelInput) -> onnx.ModelProto:
+    """The model as a proto, for reading only (no copy of a caller's proto)."""
+    if is_graphsurgeon_graph(model):
+        import onnx_graphsurgeon as gs
+
+        return gs.export_onnx(model)
+    if isinstance(model, (onnx.ModelProto, str, os.PathLike)):
+        return load_model(model)[0]
+    raise InvalidModelError(
+        f"expected an onnx.ModelProto, a path or an onnx_graphsurgeon.Graph, got {type(model).__name__}"
+    )
+
+
+def open_model(model: ModelInput) -> tuple[onnx.ModelProto, Callable[[onnx.ModelProto], Any]]:
+    """A proto the caller may change freely, and how to turn it back into the input's kind."""
+    if is_graphsurgeon_graph(model):
+        import onnx_graphsurgeon as gs
+
+        return gs.export_onnx(model), gs.import_onnx
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy, _same
+    return read_model(model), _same
+
+
+def _same(model: onnx.ModelProto) -> onnx.ModelProto:
+    return model

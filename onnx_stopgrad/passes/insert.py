@@ -1,0 +1,275 @@
+"""Insert StopGradient nodes at named tensors.
+
+For a tensor ``T`` the pass adds ``StopGradient(T) -> T_stopgrad`` right after ``T``'s
+producer (at the top of the graph for graph inputs and initializers) and makes the chosen
+readers of ``T`` read ``T_stopgrad``: every reader by default, or only the named nodes.
+Readers inside subgraphs that see ``T`` from an outer graph are rewired too. Outputs of
+the main graph keep their names and values. The model is changed in place, in one scan:
+cost grows with the model once, not once per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from .._flow import is_stop_gradient, node_label
+from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
+from ..errors import InvalidModelError, TensorNotFoundError
+from ._model import ModelInput, open_model
+from ._naming import NameAllocator
+from ._scope import Read, Scope, iter_scopes, resolved_reads, scan
+from ._select import node_names, not_found_message, tensor_names
+
+__all__ = ["Insertion", "Skipped", "InsertReport", "insert_stop_gradient", "insert_in_place"]
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """One StopGradient now guarding ``tensor`` (new, or an existing one reused)."""
+
+    tensor: str
+    node: str
+    output: str
+    consumers: tuple[str, ...]
+    graph: str = ""
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tensor": self.tensor,
+            "node": self.node,
+            "output": self.output,
+            "consumers": list(self.consumers),
+            "graph": self.graph,
+            "reused": self.reused,
+        }
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A requested tensor that needed no change, and why."""
+
+    tensor: str
+    reason: str
+    graph: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tensor": self.tensor, "reason": self.reason, "graph": self.graph}
+
+
+@dataclass(frozen=True)
+class InsertReport:
+    """What :func:`insert_stop_gradient` changed."""
+
+    inserted: tuple[Insertion, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    opset_added: bool = False
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.inserted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modified": self.modified,
+            "inserted": [item.to_dict() for item in self.inserted],
+            "skipped": [item.to_dict() for item in self.skipped],
+            "opset_added": self.opset_added,
+        }
+
+    def summary(self) -> str:
+        lines = []
+        for item in self.inserted:
+            where = f" in {item.graph}" if item.graph else ""
+            verb = "reused" if item.reused else "inserted"
+            readers = ", ".join(item.consumers)
+            lines.append(f"{verb} {item.node}{where}: {item.tensor} -> {item.output} (read by {readers})")
+        for item in self.skipped:
+            where = f" in {item.graph}" if item.graph else ""
+            lines.append(f"unchanged {item.tensor}{where}: {item.reason}")
+        if not self.inserted:
+            lines.append("nothing to do: the model is unchanged")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Plan:
+    """Insertions per scope, applied after every rewiring (indices stay valid until then)."""
+
+    nodes: dict[int, list[tuple[int, onnx.NodeProto]]] = field(default_factory=dict)
+    scopes: dict[int, Scope] = field(default_factory=dict)
+
+    def add(self, scope: Scope, position: int, node: onnx.NodeProto) -> None:
+        self.scopes[id(scope)] = scope
+        self.nodes.setdefault(id(scope), []).append((position, node))
+
+    def apply(self) -> None:
+        for key, pending in self.nodes.items():
+            graph = self.scopes[key].graph
+            # Back to front, so earlier positions stay valid; equal positions keep plan order.
+            order = sorted(enumerate(pending), key=lambda item: (item[1][0], item[0]), reverse=True)
+            for _, (position, node) in order:
+                graph.node.insert(position, node)
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes)
+
+
+def insert_stop_gradient(
+    model: ModelInput,
+    at: str | Sequence[str],
+    consumers: Mapping[str, Iterable[str]] | None = None,
+) -> tuple[Any, InsertReport]:
+    """Stop the gradient at each tensor in ``at``; return ``(new model, report)``.
+
+    ``model`` is a ModelProto (copied, never changed), a path (read without its external
+    data; a ModelProto is returned) or an ``onnx_graphsurgeon.Graph`` (a Graph is returned).
+    ``consumers`` maps a tensor to node names: only the edges into those nodes are stopped.
+    """
+    proto, back = open_model(model)
+    report = insert_in_place(proto, at, consumers)
+    return back(proto), report
+
+
+def insert_in_place(
+    model: onnx.ModelProto,
+    at: str | Sequence[str],
+    consumers: Mapping[str, Iterable[str]] | None = None,
+) -> InsertReport:
+    """Like :func:`insert_stop_gradient`, but changes ``model`` itself."""
+    wanted = {name: tuple(nodes) for name, nodes in (consumers or {}).items()}
+    targets = list(dict.fromkeys([at] if isinstance(at, str) else list(at)))
+    targets += [name for name in wanted if name not in targets]
+    if not targets:
+        raise TensorNotFoundError("no tensor given; name at least one tensor to stop")
+    _check_opset(model)
+    names = NameAllocator(targets)
+    root = scan(model, names.watch)
+    names.bind(root, model)
+
+    plan = _Plan()
+    inserted: list[Insertion] = []
+    skipped: list[Skipped] = []
+    for target in targets:
+        owners = [scope for scope in iter_scopes(root) if scope.defines(target)]
+        if not owners:
+            raise TensorNotFoundError(not_found_message("tensor", target, tensor_names(model)))
+        for owner in owners:
+            outcome = _stop(owner, target, wanted.get(target), names, plan, model)
+            (inserted if isinstance(outcome, Insertion) else skipped).append(outcome)
+    plan.apply()
+    opset_added = bool(plan) and _ensure_opset(model)
+    return InsertReport(tuple(inserted), tuple(skipped), opset_added)
+
+
+def _stop(
+    owner: Scope,
+    target: str,
+    only: tuple[str, ...] | None,
+    names: NameAllocator,
+    plan: _Plan,
+    model: onnx.ModelProto,
+) -> Insertion | Skipped:
+    producer = owner.produced.get(target)
+    if producer is not None and is_stop_gradient(owner.graph.node[producer]):
+        return Skipped(target, "it is the output of a StopGradient already", owner.path)
+    reads = resolved_reads(owner, target)
+    stops = [r for r in reads if r.scope is owner and r.index is not None and is_stop_gradient(r.node)]
+    open_reads = [r for r in reads if not (r.scope is owner and r in stops)]
+    if only is not None:
+        open_reads = _select_consumers(owner, target, only, open_reads, stops, model)
+    if not open_reads:
+        reason = "already stopped" if stops else "nothing reads it (graph outputs keep their values)"
+        return Skipped(target, reason, owner.path)
+
+    first_reader = min(r.top_index(owner) for r in open_reads)
+    reusable = [s for s in stops if s.index is not None and s.index < first_reader]
+    if reusable:
+        stop_node = reusable[0].node
+        assert stop_node is not None
+        node_name, output, reused = node_label(stop_node, reusable[0].index), stop_node.output[0], True
+    else:
+        output, node_name = names.allocate(target)
+        reused = False
+        position = 0 if producer is None else producer + 1
+        plan.add(owner, position, onnx.helper.make_node(OP_TYPE, [target], [output], name=node_name, domain=DOMAIN))
+        _copy_value_info(owner, target, output)
+    for read in open_reads:
+        read.rewire(output)
+    consumers = tuple(dict.fromkeys(read.label for read in open_reads))
+    return Insertion(target, node_name, output, consumers, owner.path, reused)
+
+
+def _select_consumers(
+    owner: Scope,
+    target: str,
+    only: tuple[str, ...],
+    reads: list[Read],
+    stops: list[Read],
+    model: onnx.ModelProto,
+) -> list[Read]:
+    """The reads into the named nodes; a node already behind a stop on ``target`` is skipped."""
+    chosen: list[Read] = []
+    for name in only:
+        hits = [read for read in reads if name in read.holder_labels(owner)]
+        if hits:
+            chosen.extend(hit for hit in hits if hit not in chosen)
+        elif stops and _reads_any(model, name, [s.node.output[0] for s in stops if s.node is not None]):
+            continue  # this node reads the stopped copy already
+        elif name in node_names(model):
+            readers = sorted({label for read in reads for label in read.holder_labels(owner)[:1]})
+            raise TensorNotFoundError(
+                f"node {name!r} does not read tensor {target!r}; its readers are: "
+                + (", ".join(readers) or "none")
+            )
+        else:
+            raise TensorNotFoundError(not_found_message("node", name, node_names(model)))
+    return chosen
+
+
+def _reads_any(model: onnx.ModelProto, node_name: str, tensors: list[str]) -> bool:
+    """Whether the node called ``node_name`` (or a node inside it) reads one of ``tensors``."""
+    root = scan(model, set(tensors))
+    for scope in iter_scopes(root):
+        for tensor in tensors:
+            for read in scope.reads.get(tensor, ()):
+                if node_name in read.holder_labels(root):
+                    return True
+    return False
+
+
+def _copy_value_info(owner: Scope, target: str, output: str) -> None:
+    """Give the new tensor the dtype and shape known for ``target``."""
+    info = owner.value_info.get(target)
+    if info is not None and info.HasField("type"):
+        value = owner.graph.value_info.add()
+        value.CopyFrom(info)
+        value.name = output
+        value.ClearField("doc_string")
+        return
+    tensor = owner.initializers.get(target)
+    if tensor is not None:
+        owner.graph.value_info.append(
+            onnx.helper.make_tensor_value_info(output, tensor.data_type, list(tensor.dims))
+        )
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    for opset in model.opset_import:
+        if opset.domain == DOMAIN and opset.version != OPSET_VERSION:
+            raise InvalidModelError(
+                f"the model imports {DOMAIN} version {opset.version}, this tool writes "
+                f"version {OPSET_VERSION}; upgrade onnx-stopgrad"
+            )
+
+
+def _ensure_opset(model: onnx.ModelProto) -> bool:
+    """Import the StopGradient domain once; True if it was added now."""
+    if any(opset.domain == DOMAIN for opset in model.opset_import):
+        return False
+    model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    return True

@@ -1,0 +1,199 @@
+"""Take StopGradient nodes out again, so the model runs without the op library.
+
+Each removed node's readers are rewired to the node's input. A StopGradient whose output
+is a graph output (its name must survive) becomes an Identity instead; ``to_identity``
+turns every selected node into an Identity. The custom opset import is dropped once no
+node of the domain is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from .._flow import is_stop_gradient, iter_nodes, node_label
+from .._names import DOMAIN
+from ..errors import TensorNotFoundError
+from ._model import ModelInput, open_model
+from ._scope import Read, Scope, iter_scopes, resolved_reads, scan, subgraph_attributes
+from ._select import not_found_message
+
+__all__ = ["Removal", "RemoveReport", "remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite"]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One StopGradient taken out (``as_identity``: replaced by an Identity)."""
+
+    node: str
+    input: str
+    output: str
+    consumers: tuple[str, ...]
+    graph: str = ""
+    as_identity: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "input": self.input,
+            "output": self.output,
+            "consumers": list(self.consumers),
+            "graph": self.graph,
+            "as_identity": self.as_identity,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    """What :func:`remove_stop_gradient` changed."""
+
+    removed: tuple[Removal, ...] = ()
+    opset_removed: bool = False
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modified": self.modified,
+            "removed": [item.to_dict() for item in self.removed],
+            "opset_removed": self.opset_removed,
+        }
+
+    def summary(self) -> str:
+        lines = []
+        for item in self.removed:
+            where = f" in {item.graph}" if item.graph else ""
+            if item.as_identity:
+                why = f" ({item.reason})" if item.reason else ""
+                lines.append(f"replaced {item.node}{where} by Identity{why}")
+            else:
+                readers = ", ".join(item.consumers) or "nothing"
+                lines.append(f"removed {item.node}{where}: {item.output} -> {item.input} (for {readers})")
+        if not self.removed:
+            lines.append("no StopGradient to remove: the model is unchanged")
+        elif self.opset_removed:
+            lines.append(f"dropped the {DOMAIN} opset import: the model no longer needs the op library")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StopSite:
+    scope: Scope
+    index: int
+    node: onnx.NodeProto
+
+    @property
+    def label(self) -> str:
+        return node_label(self.node, self.index)
+
+
+def find_stops(model: onnx.ModelProto) -> tuple[Scope, list[StopSite]]:
+    """Every StopGradient node of every graph, with a scan of who reads their outputs."""
+    outputs: set[str] = set()
+    located: list[tuple[str, int]] = []  # (scope path, index)
+    _collect(model.graph, "", outputs, located)
+    root = scan(model, outputs)
+    by_path = {scope.path: scope for scope in iter_scopes(root)}
+    stops = [StopSite(by_path[path], index, by_path[path].graph.node[index]) for path, index in located]
+    return root, stops
+
+
+def _collect(graph: onnx.GraphProto, path: str, outputs: set[str], located: list[tuple[str, int]]) -> None:
+    for index, node in enumerate(graph.node):
+        if is_stop_gradient(node):
+            located.append((path, index))
+            outputs.update(node.output)
+        if node.attribute:
+            label = node_label(node, index)
+            for attr_name, sub in subgraph_attributes(node):
+                _collect(sub, f"{path}/{label}:{attr_name}" if path else f"{label}:{attr_name}", outputs, located)
+
+
+def readers_of(stop: StopSite) -> list[Read]:
+    """Reads of the stop's output that see this stop's definition."""
+    return resolved_reads(stop.scope, stop.node.output[0]) if stop.node.output else []
+
+
+def remove_stop_gradient(
+    model: ModelInput, at: str | Sequence[str] | None = None, to_identity: bool = False
+) -> tuple[Any, RemoveReport]:
+    """Remove all StopGradient nodes, or those named in ``at``; return ``(model, report)``.
+
+    ``at`` may name the node, its input tensor or its output tensor.
+    """
+    proto, back = open_model(model)
+    report = remove_in_place(proto, at, to_identity)
+    return back(proto), report
+
+
+def remove_in_place(
+    model: onnx.ModelProto, at: str | Sequence[str] | None = None, to_identity: bool = False
+) -> RemoveReport:
+    """Like :func:`remove_stop_gradient`, but changes ``model`` itself."""
+    _, stops = find_stops(model)
+    chosen = _choose(stops, at)
+    removals: list[Removal] = []
+    doomed: dict[int, tuple[Scope, list[int]]] = {}
+    for stop in chosen:
+        node = stop.node
+        source, output = node.input[0], node.output[0]
+        reads = readers_of(stop)
+        labels = tuple(dict.fromkeys(read.label for read in reads))
+        is_graph_output = any(value.name == output for value in stop.scope.graph.output)
+        if to_identity or is_graph_output:
+            reason = "" if to_identity else "its output is a graph output, whose name is kept"
+            removals.append(Removal(stop.label, source, output, labels, stop.scope.path, True, reason))
+            node.op_type, node.domain = "Identity", ""
+            del node.attribute[:]
+            continue
+        removals.append(Removal(stop.label, source, output, labels, stop.scope.path))
+        for read in reads:
+            read.rewire(source)
+        doomed.setdefault(id(stop.scope), (stop.scope, []))[1].append(stop.index)
+        _drop_value_info(stop.scope.graph, output)
+    for scope, indices in doomed.values():
+        for index in sorted(indices, reverse=True):
+            del scope.graph.node[index]
+    opset_removed = bool(removals) and _drop_opset_if_unused(model)
+    return RemoveReport(tuple(removals), opset_removed)
+
+
+def _choose(stops: list[StopSite], at: str | Sequence[str] | None) -> list[StopSite]:
+    if at is None:
+        return stops
+    names = [at] if isinstance(at, str) else list(at)
+    chosen: dict[int, StopSite] = {}
+    for name in names:
+        hits = [s for s in stops if name in (s.label, s.node.input[0], s.node.output[0])]
+        if not hits:
+            known = [s.label for s in stops] + [s.node.input[0] for s in stops]
+            if not stops:
+                raise TensorNotFoundError(f"no StopGradient at {name!r}: the model has none")
+            raise TensorNotFoundError(not_found_message("StopGradient at", name, known))
+        chosen.update((id(hit.node), hit) for hit in hits)
+    return list(chosen.values())
+
+
+def _drop_value_info(graph: onnx.GraphProto, name: str) -> None:
+    for index in reversed(range(len(graph.value_info))):
+        if graph.value_info[index].name == name:
+            del graph.value_info[index]
+
+
+def _drop_opset_if_unused(model: onnx.ModelProto) -> bool:
+    if any(node.domain == DOMAIN for node, _ in iter_nodes(model.graph)):
+        return False
+    if any(node.domain == DOMAIN for function in model.functions for node in function.node):
+        return False
+    for index, opset in enumerate(model.opset_import):
+        if opset.domain == DOMAIN:
+            del model.opset_import[index]
+            return True
+    return False
