@@ -1,0 +1,262 @@
+"""``generate_artifacts``: ORT's function, taught that StopGradient blocks gradients."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .._flow import is_stop_gradient, node_label
+from .._io import ModelLike, load_model
+from ..errors import TrainingError
+from . import _ort
+from ._fixups import apply_fixups, cap_ir_version
+from ._params import ParameterPlan, plan_parameters
+from ._publish import discard, make_staging_dir, publish
+from ._surgery import detach_stops, keep_alive_names, restore_stops, stops_to_identity
+
+__all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "GRADIENT_NODE_MARK"]
+
+log = logging.getLogger(__name__)
+
+#: ORT names every node its gradient builder makes ``<forward node>_Grad/<op>_<i>``.
+GRADIENT_NODE_MARK = "_Grad/"
+_MAX_CONSTANT_RETRIES = 16
+
+
+@dataclass(frozen=True)
+class ArtifactsReport:
+    """What :func:`generate_artifacts` wrote and decided."""
+
+    directory: Path
+    files: tuple[str, ...]
+    trainable: tuple[str, ...]
+    frozen: tuple[str, ...]
+    #: StopGradient nodes that were honoured (names, or ``op#index``).
+    stops: tuple[str, ...]
+    #: One line per change made so ORT 1.19 accepts the model.
+    adjustments: tuple[str, ...]
+    #: Gradient nodes in the training model (nodes ORT names ``*_Grad/*``).
+    gradient_nodes: int
+    #: The same count for the model with every stop made an Identity and the parameters
+    #: that would then reach the loss trainable (None when not measured).
+    gradient_nodes_without_stops: int | None
+
+    @property
+    def gradient_nodes_removed(self) -> int | None:
+        """Gradient nodes the stops saved, compared with the same model without them."""
+        if self.gradient_nodes_without_stops is None:
+            return None
+        return self.gradient_nodes_without_stops - self.gradient_nodes
+
+
+def count_gradient_nodes(model: onnx.ModelProto) -> int:
+    """Nodes ORT's gradient builder added to a training model."""
+    return sum(GRADIENT_NODE_MARK in node.name for node in model.graph.node)
+
+
+def generate_artifacts(
+    model: ModelLike,
+    requires_grad: Sequence[str] | None = None,
+    frozen_params: Sequence[str] | None = None,
+    loss: Any = None,
+    optimizer: Any = None,
+    artifact_directory: str | os.PathLike[str] | None = None,
+    prefix: str = "",
+    ort_format: bool = False,
+    custom_op_library: str | os.PathLike[str] | None = None,
+    additional_output_names: Sequence[str] | None = None,
+    nominal_checkpoint: bool = False,
+    loss_input_names: Sequence[str] | None = None,
+    *,
+    measure_removed: bool = True,
+) -> ArtifactsReport:
+    """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
+
+    With ``requires_grad=None`` the float initializers that reach the loss on a path
+    without a StopGradient train; the ones behind stops are frozen. The directory is
+    created; its files appear only once all of them are built. ``measure_removed``
+    builds the gradient graph a second time, without the stops, to count what they saved.
+    ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
+    ``"mse"`` / ``"adamw"``.
+    """
+    artifacts = _ort.ort_artifacts()
+    from ._choices import loss_type, optimizer_type
+
+    loss, optimizer = loss_type(loss), optimizer_type(optimizer)
+    proto = _load_complete(model)
+    adjustments = apply_fixups(proto)
+    graph_outputs = [o.name for o in proto.graph.output]
+    targets = list(loss_input_names or graph_outputs)
+    plan = plan_parameters(proto, requires_grad, frozen_params, targets)
+    stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
+    target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
+    staging = make_staging_dir(target)
+    try:
+        plan, constants = _build(
+            artifacts, proto, plan, staging,
+            loss=loss, optimizer=optimizer, prefix=prefix, ort_format=ort_format,
+            custom_op_library=custom_op_library, nominal_checkpoint=nominal_checkpoint,
+            additional_output_names=list(additional_output_names or ()),
+            loss_input_names=loss_input_names,
+        )  # fmt: skip
+        adjustments.extend(
+            f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant" for name in constants
+        )
+        gradient_nodes = count_gradient_nodes(onnx.load(str(staging / f"{prefix}training_model.onnx")))
+        without = None
+        if not stops:
+            without = gradient_nodes
+        elif measure_removed:
+            without = _gradient_nodes_without_stops(
+                artifacts, proto, plan, requires_grad, frozen_params, targets, loss, loss_input_names
+            )
+        checkpoints = (f"{prefix}checkpoint", f"{prefix}nominal_checkpoint")
+        files = publish(staging, target, checkpoints)
+    except BaseException:
+        discard(staging)
+        raise
+    return ArtifactsReport(
+        directory=target,
+        files=tuple(sorted(f.name for f in files)),
+        trainable=plan.trainable,
+        frozen=plan.frozen,
+        stops=stops,
+        adjustments=tuple(adjustments),
+        gradient_nodes=gradient_nodes,
+        gradient_nodes_without_stops=without,
+    )
+
+
+def _load_complete(model: ModelLike) -> onnx.ModelProto:
+    """A private copy of the model with its external weights loaded (never modifies the input)."""
+    proto, directory = load_model(model)
+    proto = copy.deepcopy(proto)
+    if directory is not None:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(proto, str(directory))
+        except OSError as exc:
+            raise TrainingError(f"cannot read the model's external weights ({exc})") from exc
+    return proto
+
+
+def _build(
+    artifacts: Any,
+    proto: onnx.ModelProto,
+    plan: ParameterPlan,
+    staging: Path,
+    *,
+    additional_output_names: list[str],
+    prefix: str,
+    ort_format: bool,
+    custom_op_library: Any,
+    **ort_options: Any,
+) -> tuple[ParameterPlan, list[str]]:
+    """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
+
+    Derived parameter lists can name constants ORT cannot differentiate (it reports them
+    as unreachable); those are dropped and the build retried. Returns the final plan.
+    """
+    detached, stops = detach_stops(proto)
+    outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
+    temporary = [n for n in keep_alive_names(stops) if n not in outputs]
+    constants: list[str] = []
+    for _ in range(_MAX_CONSTANT_RETRIES):
+        try:
+            with _ort.quiet_ort():
+                artifacts.generate_artifacts(
+                    detached,
+                    requires_grad=list(plan.trainable),
+                    frozen_params=list(plan.frozen),
+                    artifact_directory=staging,
+                    prefix=prefix,
+                    custom_op_library=custom_op_library,
+                    additional_output_names=(additional_output_names + temporary) or None,
+                    **{key: copy.deepcopy(value) for key, value in ort_options.items()},
+                )
+            break
+        except Exception as exc:  # ORT raises RuntimeError, Fail, LookupError, ...
+            name = _ort.unreachable_param(exc)
+            if not plan.derived or name not in plan.trainable or len(plan.trainable) == 1:
+                raise _ort.ort_error(exc, "build the gradient graph") from exc
+            log.info("ORT cannot differentiate %s: treating it as a constant", name)
+            constants.append(name)
+            plan = ParameterPlan(tuple(p for p in plan.trainable if p != name), plan.frozen, True)
+    for kind in ("training", "eval"):
+        path = staging / f"{prefix}{kind}_model.onnx"
+        built = onnx.load(str(path))
+        restore_stops(built, stops, temporary)
+        cap_ir_version(built)
+        onnx.save(built, str(path))
+    optimizer_path = staging / f"{prefix}optimizer_model.onnx"
+    if optimizer_path.exists():
+        optimizer_model = onnx.load(str(optimizer_path))
+        if cap_ir_version(optimizer_model):
+            onnx.save(optimizer_model, str(optimizer_path))
+    if ort_format:
+        _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops))
+    return plan, constants
+
+
+def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: bool) -> None:
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    if library is None and has_stops:
+        from .._library import get_library_path
+
+        library = get_library_path()
+    for path in sorted(staging.glob(f"{prefix}*_model.onnx")):
+        try:
+            convert_onnx_models_to_ort(
+                path,
+                output_dir=staging,
+                custom_op_library_path=Path(library) if library else None,
+                optimization_styles=[OptimizationStyle.Fixed],
+            )
+        except Exception as exc:
+            raise _ort.ort_error(exc, f"convert {path.name} to ORT format") from exc
+
+
+def _gradient_nodes_without_stops(
+    artifacts: Any,
+    proto: onnx.ModelProto,
+    plan: ParameterPlan,
+    requires_grad: Sequence[str] | None,
+    frozen_params: Sequence[str] | None,
+    targets: list[str],
+    loss: Any,
+    loss_input_names: Sequence[str] | None,
+) -> int | None:
+    """Gradient nodes ORT would build if every stop were an Identity (same user choices)."""
+    plain = stops_to_identity(proto)
+    if requires_grad is None:
+        try:
+            plain_plan = plan_parameters(plain, None, frozen_params, targets)
+        except TrainingError:
+            return None
+        trainable = [p for p in plain_plan.trainable if p in plan.trainable or p in plan.frozen]
+    else:
+        trainable = list(plan.trainable)
+    frozen = [p for p in plan.frozen if p not in trainable]
+    with tempfile.TemporaryDirectory(prefix=".onnx-stopgrad-measure.") as scratch:
+        try:
+            with _ort.quiet_ort():
+                artifacts.generate_artifacts(
+                    plain,
+                    requires_grad=trainable,
+                    frozen_params=frozen,
+                    loss=copy.deepcopy(loss),
+                    artifact_directory=scratch,
+                    loss_input_names=loss_input_names,
+                )
+        except Exception as exc:  # measuring is best effort; the artifacts are already built
+            log.warning("could not measure the gradient nodes without stops: %s", exc)
+            return None
+        return count_gradient_nodes(onnx.load(os.path.join(scratch, "training_model.onnx")))

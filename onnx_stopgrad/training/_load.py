@@ -1,0 +1,56 @@
+"""Open a directory of training artifacts with the op library registered."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainingError
+from . import _ort
+
+__all__ = ["load", "artifact_paths"]
+
+
+def artifact_paths(artifact_directory: str | os.PathLike[str], prefix: str = "") -> dict[str, Path]:
+    """The files ORT's training API reads; a TrainingError names the first one missing."""
+    directory = Path(artifact_directory)
+    if not directory.is_dir():
+        raise TrainingError(f"{directory}: no such directory; create it with `onnx-stopgrad artifacts`")
+    paths = {
+        "checkpoint": directory / f"{prefix}checkpoint",
+        "training": directory / f"{prefix}training_model.onnx",
+        "eval": directory / f"{prefix}eval_model.onnx",
+        "optimizer": directory / f"{prefix}optimizer_model.onnx",
+    }
+    for kind in ("checkpoint", "training", "eval"):
+        if not paths[kind].exists():
+            raise TrainingError(
+                f"{directory}: {paths[kind].name} is missing; rebuild with `onnx-stopgrad artifacts`"
+            )
+    return paths
+
+
+def load(
+    artifact_directory: str | os.PathLike[str], device: str = "cpu", prefix: str = ""
+) -> tuple[Any, Any, Any]:
+    """Return ORT's ``(CheckpointState, Module, Optimizer)``; Optimizer is None without one.
+
+    The StopGradient library is registered with the sessions, so models with stops run.
+    """
+    _ort.ort_artifacts()
+    from onnxruntime.training import api
+
+    from .._library import session_options
+
+    paths = artifact_paths(artifact_directory, prefix)
+    options = session_options()
+    try:
+        state = api.CheckpointState.load_checkpoint(str(paths["checkpoint"]))
+        module = api.Module(
+            str(paths["training"]), state, str(paths["eval"]), device=device, session_options=options
+        )
+        optimizer = api.Optimizer(str(paths["optimizer"]), module) if paths["optimizer"].exists() else None
+    except Exception as exc:  # ORT raises RuntimeError / Fail / InvalidArgument
+        raise _ort.ort_error(exc, f"load the artifacts in {artifact_directory}") from exc
+    return state, module, optimizer

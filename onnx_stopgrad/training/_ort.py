@@ -1,0 +1,69 @@
+"""The one place that calls ONNX Runtime's training tools (imported lazily: they import torch)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import TrainingError
+
+__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param"]
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
+
+
+def ort_artifacts() -> Any:
+    """``onnxruntime.training.artifacts``, or a TrainingError saying how to install it."""
+    try:
+        from onnxruntime.training import artifacts
+    except ImportError as exc:
+        raise TrainingError(
+            f"ONNX Runtime training is not installed ({exc}); "
+            "pip install 'onnx-stopgrad[training]' (onnxruntime-training-cpu 1.19.2 and torch)"
+        ) from exc
+    return artifacts
+
+
+@contextlib.contextmanager
+def quiet_ort() -> Iterator[None]:
+    """Keep ORT's per-transformer INFO lines (written to fd 2 by C++) off the terminal.
+
+    ORT 1.19's gradient-graph tools log every graph transformer regardless of the default
+    logger severity; what they write is passed to this module's logger at DEBUG level.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            if text.strip():
+                log.debug("onnxruntime wrote:\n%s", text)
+
+
+def unreachable_param(exc: BaseException) -> str | None:
+    """The parameter named by ORT's "unreachable from the output" error, if that is the error."""
+    match = _UNREACHABLE.search(str(exc))
+    return match.group(1) if match else None
+
+
+def ort_error(exc: BaseException, action: str) -> TrainingError:
+    """A one-line TrainingError for an exception ONNX Runtime raised during ``action``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", reason)
+    return TrainingError(f"ONNX Runtime could not {action}: {reason}")
