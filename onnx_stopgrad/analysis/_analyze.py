@@ -1,0 +1,290 @@
+"""``analyze``: what the stops in a model (and those proposed with ``at``) cost and save."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import onnx
+
+from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient, iter_nodes, node_label
+from .._io import ModelLike, load_model
+from ..errors import InvalidModelError, TensorNotFoundError
+from ._backward import BackwardPlan, node_inputs, plan_backward
+from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
+from ._ort_graph import OrtGradientGraph, build_ort_gradient_graph, ort_error_message, ort_training_version
+from ._report import (
+    AnalysisReport,
+    CostEstimate,
+    GradientGraphSize,
+    NodeRef,
+    ParameterInfo,
+    ParameterTotals,
+    StopInfo,
+)
+from ._shapes import ShapeTable, infer_shapes
+
+__all__ = ["analyze"]
+
+log = logging.getLogger(__name__)
+
+
+def analyze(
+    model: ModelLike,
+    at: Sequence[str] = (),
+    loss_outputs: Sequence[str] | None = None,
+    dims: Mapping[str, int] | None = None,
+    use_onnxruntime: bool = True,
+) -> AnalysisReport:
+    """Report what the model's StopGradient nodes, plus stops at ``at``, block and save.
+
+    ``loss_outputs``: tensors the loss is computed from (default: every graph output).
+    ``dims``: values for symbolic dimensions (others count as 1). Nothing is written.
+    """
+    proto, _ = load_model(model)
+    label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
+    existing = {node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n)}
+    if at:
+        from ..passes import insert_stop_gradient
+
+        proto, _report = insert_stop_gradient(proto, list(at))
+    graph = proto.graph
+    targets = _check_targets(graph, loss_outputs)
+    table = infer_shapes(proto, dims)
+    float_targets = [t for t in targets if _is_float(t, table)]
+    if not float_targets:
+        raise InvalidModelError(
+            f"no floating-point loss output among {', '.join(targets)}; name one with --loss-output"
+        )
+    flow = analyze_gradient_flow(proto, float_targets)
+    params = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
+
+    def infos(names: Iterable[str]) -> list[ParameterInfo]:
+        return [_param_info(params[n], flow.blocking_stops.get(n, ())) for n in names]
+
+    partial = set(flow.partially_blocked)
+    groups = {
+        "frozen": infos(flow.frozen),
+        "partially_blocked": infos(flow.partially_blocked),
+        "unaffected": infos(p for p in flow.trainable if p not in partial),
+        "unreachable": infos(flow.unreachable),
+    }
+    stops = _stops(proto, flow, existing, float_targets)
+    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, table, cut_stops=False)
+    with_ = plan_backward(graph, flow.trainable, float_targets, table, cut_stops=True)
+    kept_static = set(with_.nodes)
+    no_gradient = [
+        NodeRef(node_label(graph.node[i], i), graph.node[i].op_type)
+        for i in without.nodes
+        if i not in kept_static and not is_stop_gradient(graph.node[i])
+    ]
+    ort_with, ort_without, version, reason = _ort_graphs(
+        proto, flow, float_targets, table, use_onnxruntime
+    )
+    gradient_graph = _graph_size(without, with_, ort_with, ort_without, version, reason)
+    costs = _costs(graph, table, params, without, with_, ort_with, ort_without)
+    warnings = _warnings(stops, flow, params)
+    for warning in warnings:
+        log.warning(warning)
+    return AnalysisReport(
+        model=label,
+        loss_outputs=float_targets,
+        stops=stops,
+        frozen=groups["frozen"],
+        partially_blocked=groups["partially_blocked"],
+        unaffected=groups["unaffected"],
+        unreachable=groups["unreachable"],
+        totals={key: ParameterTotals.of(value) for key, value in groups.items()},
+        no_gradient_nodes=no_gradient,
+        gradient_graph=gradient_graph,
+        costs=costs,
+        warnings=warnings,
+    )
+
+
+def _is_float(name: str, table: ShapeTable) -> bool:
+    info = table.get(name)
+    return info is None or info.elem_type in FLOAT_TYPES
+
+
+def _check_targets(graph: onnx.GraphProto, loss_outputs: Sequence[str] | None) -> list[str]:
+    if not loss_outputs:
+        targets = [o.name for o in graph.output]
+        if not targets:
+            raise InvalidModelError("the graph has no outputs; name the loss tensor with --loss-output")
+        return targets
+    known = {name for n in graph.node for name in n.output if name}
+    known.update(i.name for i in graph.input)
+    for name in loss_outputs:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; run `onnx-stopgrad show` to see the graph"
+            raise TensorNotFoundError(f"loss output {name!r} is not a tensor of the graph{hint}")
+    return list(dict.fromkeys(loss_outputs))
+
+
+def _param_info(tensor: onnx.TensorProto, blocked_by: Iterable[str]) -> ParameterInfo:
+    shape = [int(d) for d in tensor.dims]
+    elements = 1
+    for d in shape:
+        elements *= d
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return ParameterInfo(
+        name=tensor.name,
+        dtype=onnx.TensorProto.DataType.Name(tensor.data_type).lower(),
+        shape=shape,
+        elements=elements,
+        bytes=elements * itemsize,
+        blocked_by=list(blocked_by),
+    )
+
+
+def _walk(start: Iterable[str], links: Mapping[str, Iterable[str]]) -> set[str]:
+    seen = set(start)
+    stack = list(seen)
+    while stack:
+        for nxt in links.get(stack.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _labelled_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and its subgraphs with the label ``_flow`` gives it."""
+    for index, node in enumerate(graph.node):
+        yield node, node_label(node, index)
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subs:
+                yield from _labelled_nodes(sub)
+
+
+def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str]) -> list[StopInfo]:
+    """Every StopGradient, with the parameters it freezes and whether it blocks anything."""
+    preds: dict[str, list[str]] = defaultdict(list)
+    for node, _graph in iter_nodes(proto.graph):
+        for out in node.output:
+            preds[out].extend(node_inputs(node))
+    reaches_loss = _walk(targets, preds)
+    params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
+    frozen = set(flow.frozen)
+    result = []
+    for node, name in _labelled_nodes(proto.graph):
+        if not is_stop_gradient(node) or not node.input or not node.output:
+            continue
+        behind = _walk([node.input[0]], preds) & params
+        freezes = sorted(p for p in frozen if name in flow.blocking_stops.get(p, ()))
+        result.append(
+            StopInfo(
+                name=name,
+                input=node.input[0],
+                output=node.output[0],
+                origin="model" if name in existing else "at",
+                freezes=freezes,
+                blocks_anything=bool(behind) and node.output[0] in reaches_loss,
+            )
+        )
+    return result
+
+
+def _ort_graphs(proto, flow, targets, table, use_onnxruntime):
+    if not use_onnxruntime:
+        return None, None, None, "onnxruntime not used (--static)"
+    version, reason = ort_training_version()
+    if version is None:
+        return None, None, None, reason
+    try:
+        without = build_ort_gradient_graph(
+            proto, [*flow.trainable, *flow.frozen], targets, table, cut_stops=False
+        )
+        with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+    except Exception as exc:  # ORT raises plain RuntimeError/Fail for models it refuses
+        log.info("onnxruntime could not build the gradient graph: %s", exc)
+        return None, None, version, (
+            f"onnxruntime {version} could not build the training graph ({ort_error_message(exc)}); "
+            "counts are static"
+        )
+    return with_, without, version, None
+
+
+def _graph_size(
+    without: BackwardPlan,
+    with_: BackwardPlan,
+    ort_with: OrtGradientGraph | None,
+    ort_without: OrtGradientGraph | None,
+    version: str | None,
+    reason: str | None,
+) -> GradientGraphSize:
+    static = (len(with_.nodes), len(without.nodes))
+    if ort_with is not None and ort_without is not None:
+        counts, source, unit = (ort_with.gradient_nodes, ort_without.gradient_nodes), "onnxruntime", "gradient nodes"
+    else:
+        counts, source, unit = static, "static", "forward nodes with a gradient"
+    return GradientGraphSize(
+        source=source,
+        unit=unit,
+        with_stops=counts[0],
+        without_stops=counts[1],
+        removed=counts[1] - counts[0],
+        onnxruntime_version=version if source == "onnxruntime" else None,
+        fallback_reason=reason,
+        static_with_stops=static[0],
+        static_without_stops=static[1],
+    )
+
+
+def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostEstimate:
+    def flops(plan: BackwardPlan) -> int:
+        return sum(forward_flops(graph.node[i], table) * len(plan.grad_inputs[i]) for i in plan.nodes)
+
+    def static_kept(plan: BackwardPlan) -> set[str]:
+        kept: set[str] = set()
+        for i in plan.nodes:
+            kept.update(n for n in kept_for_backward(graph.node[i], params) if _is_float(n, table))
+        return kept
+
+    if ort_with is not None and ort_without is not None:
+        kept_with, kept_without, source = set(ort_with.kept_activations), set(ort_without.kept_activations), "onnxruntime"
+    else:
+        kept_with, kept_without, source = static_kept(with_), static_kept(without), "static"
+    unknown = {n for n in kept_with | kept_without if table.nbytes(n) is None}
+
+    def size(names: set[str]) -> int:
+        return sum(table.nbytes(n) or 0 for n in names)
+
+    f_with, f_without = flops(with_), flops(without)
+    b_with, b_without = size(kept_with), size(kept_without)
+    return CostEstimate(
+        backward_flops_with_stops=f_with,
+        backward_flops_without_stops=f_without,
+        backward_flops_saved=f_without - f_with,
+        activation_bytes_with_stops=b_with,
+        activation_bytes_without_stops=b_without,
+        activation_bytes_saved=b_without - b_with,
+        activation_source=source,
+        dims=dict(table.dims_used),
+        dims_defaulted=list(table.dims_defaulted),
+        tensors_of_unknown_size=len(unknown),
+        assumptions=[
+            *COST_ASSUMPTIONS,
+            "symbolic dimensions not given with --dim count as 1",
+            "without the stops, every parameter that reaches the loss trains; with them, the "
+            "parameters that keep a gradient path",
+        ],
+    )
+
+
+def _warnings(stops: list[StopInfo], flow, params: Mapping[str, onnx.TensorProto]) -> list[str]:
+    warnings = []
+    for stop in stops:
+        if not stop.blocks_anything:
+            warnings.append(
+                f"StopGradient {stop.name} at {stop.input!r} blocks nothing: no parameter lies "
+                "behind it, or its output does not reach the loss"
+            )
+    if flow.frozen and not flow.trainable:
+        warnings.append("no trainable parameter remains: every parameter reaches the loss only through stops")
+    return warnings

@@ -1,0 +1,173 @@
+"""Tensor shapes after ONNX shape inference, with symbolic dimensions made concrete.
+
+Symbolic input dimensions (``batch``, ``seq``) take the value the user gives; any other
+unknown dimension counts as 1. Each substitution is recorded so reports can state it.
+StopGradient nodes are read as Identity (same shape and type) during inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .._flow import is_stop_gradient
+
+__all__ = ["TensorInfo", "ShapeTable", "infer_shapes", "UNKNOWN_DIM_VALUE"]
+
+log = logging.getLogger(__name__)
+
+#: Value used for a dimension that is neither known nor given with ``--dim``.
+UNKNOWN_DIM_VALUE = 1
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Element type and concrete shape of one tensor (``shape`` None: rank unknown)."""
+
+    elem_type: int
+    shape: tuple[int, ...] | None
+
+    @property
+    def elements(self) -> int | None:
+        return None if self.shape is None else int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int | None:
+        size = _itemsize(self.elem_type)
+        elements = self.elements
+        return None if size is None or elements is None else elements * size
+
+
+@dataclass(frozen=True)
+class ShapeTable:
+    """Shapes of the main graph's tensors and the dimension values that were assumed."""
+
+    tensors: dict[str, TensorInfo]
+    #: Symbolic dimension name -> value used (given by the user or the default).
+    dims_used: dict[str, int] = field(default_factory=dict)
+    #: Symbolic dimension names no value was given for (the default was used).
+    dims_defaulted: tuple[str, ...] = ()
+
+    def get(self, name: str) -> TensorInfo | None:
+        return self.tensors.get(name)
+
+    def nbytes(self, name: str) -> int | None:
+        info = self.tensors.get(name)
+        return None if info is None else info.nbytes
+
+
+def _itemsize(elem_type: int) -> int | None:
+    if elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    try:
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class _DimResolver:
+    def __init__(self, given: Mapping[str, int]) -> None:
+        self.given = dict(given)
+        self.used: dict[str, int] = {}
+        self.defaulted: dict[str, None] = {}
+
+    def value(self, dim: onnx.TensorShapeProto.Dimension) -> int:
+        if dim.HasField("dim_value"):
+            return int(dim.dim_value)
+        name = dim.dim_param or "?"
+        if name in self.given:
+            self.used[name] = self.given[name]
+            return self.given[name]
+        self.used[name] = UNKNOWN_DIM_VALUE
+        self.defaulted.setdefault(name, None)
+        return UNKNOWN_DIM_VALUE
+
+
+def _concrete_inputs(graph: onnx.GraphProto, resolver: _DimResolver) -> None:
+    """Replace symbolic input dimensions by values so inference can compute more shapes."""
+    for value in graph.input:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = resolver.value(dim)
+
+
+def _info(value: onnx.ValueInfoProto, resolver: _DimResolver) -> TensorInfo | None:
+    if not value.type.HasField("tensor_type"):
+        return None
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return TensorInfo(tensor_type.elem_type, None)
+    return TensorInfo(tensor_type.elem_type, tuple(resolver.value(d) for d in tensor_type.shape.dim))
+
+
+def _without_float_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose float initializers are typed graph inputs (no weight bytes copied)."""
+    work = onnx.ModelProto()
+    for field_name in ("ir_version", "producer_name", "domain", "model_version"):
+        setattr(work, field_name, getattr(model, field_name))
+    work.opset_import.extend(model.opset_import)
+    work.functions.extend(model.functions)
+    source = model.graph
+    graph = work.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    declared = {value.name for value in source.input}
+    for tensor in source.initializer:
+        if tensor.data_type in _SMALL_TYPES and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+    return work
+
+
+# Integer initializers often hold shapes that inference reads; they are small.
+_SMALL_TYPES = frozenset(
+    {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.BOOL}
+)
+
+
+def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) -> ShapeTable:
+    """Shapes of every main-graph tensor, inferred with the given symbolic dimension values."""
+    resolver = _DimResolver(dims or {})
+    work = _without_float_weights(model)
+    graph = work.graph
+    for node in graph.node:
+        if is_stop_gradient(node):
+            node.op_type, node.domain = "Identity", ""
+            del node.attribute[:]
+    _concrete_inputs(graph, resolver)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+        log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
+        inferred = work
+    tensors: dict[str, TensorInfo] = {}
+    for tensor in model.graph.initializer:
+        tensors[tensor.name] = TensorInfo(tensor.data_type, tuple(int(d) for d in tensor.dims))
+    g = inferred.graph
+    for value in [*g.input, *g.value_info, *g.output]:
+        if value.name in tensors:
+            continue
+        info = _info(value, resolver)
+        if info is not None:
+            tensors[value.name] = info
+    for node in g.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    tensors.setdefault(
+                        node.output[0], TensorInfo(attr.t.data_type, tuple(int(d) for d in attr.t.dims))
+                    )
+    return ShapeTable(tensors, resolver.used, tuple(resolver.defaulted))
+
