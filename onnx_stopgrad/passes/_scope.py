@@ -51,12 +51,16 @@ class Read:
             self.scope.graph.node[self.index].input[self.slot] = name
 
     def top_index(self, owner: Scope) -> int:
-        """Index, in ``owner``'s node list, of the node that holds this read."""
+        """Index, in ``owner``'s node list, of the node that holds this read.
+
+        A graph output of ``owner`` itself counts as reading after the last node.
+        """
         scope, index = self.scope, self.index
+        if index is None:
+            index = len(scope.graph.node)
         while scope is not owner:
             assert scope.parent is not None and scope.holder_index is not None
             scope, index = scope.parent, scope.holder_index
-        assert index is not None
         return index
 
     def holder_labels(self, owner: Scope) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, node_label
+from .._flow import is_stop_gradient, iter_nodes, node_label
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError, TensorNotFoundError
 from ._model import ModelInput, open_model
@@ -157,7 +157,7 @@ def insert_in_place(
     for target in targets:
         owners = [scope for scope in iter_scopes(root) if scope.defines(target)]
         if not owners:
-            raise TensorNotFoundError(not_found_message("tensor", target, tensor_names(model)))
+            raise TensorNotFoundError(_unknown_tensor_message(model, target))
         for owner in owners:
             outcome = _stop(owner, target, wanted.get(target), names, plan, model)
             (inserted if isinstance(outcome, Insertion) else skipped).append(outcome)
@@ -202,6 +202,14 @@ def _stop(
         read.rewire(output)
     consumers = tuple(dict.fromkeys(read.label for read in open_reads))
     return Insertion(target, node_name, output, consumers, owner.path, reused)
+
+
+def _unknown_tensor_message(model: onnx.ModelProto, target: str) -> str:
+    for node, _ in iter_nodes(model.graph):
+        if node.name == target and node.output:
+            outputs = ", ".join(repr(name) for name in node.output if name)
+            return f"{target!r} is a node, not a tensor; its outputs are {outputs}"
+    return not_found_message("tensor", target, tensor_names(model))
 
 
 def _select_consumers(
