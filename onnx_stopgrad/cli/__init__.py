@@ -48,3 +48,4 @@ def main() -> None:
 # Command modules register themselves on `main` when imported.
 from . import rewrite  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
+from . import training  # noqa: E402,F401

@@ -1,0 +1,147 @@
+"""``onnx-stopgrad artifacts | train``: ONNX Runtime training artifacts and a training loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .._io import load_model
+from ..training._choices import LOSSES, OPTIMIZERS
+from . import main
+from ._options import json_option, model_argument
+
+__all__ = ["artifacts", "train"]
+
+_SHOWN = 8  # names listed per group before "... and N more"
+
+
+def _names(names: tuple[str, ...]) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:_SHOWN])
+    return shown if len(names) <= _SHOWN else f"{shown}, ... and {len(names) - _SHOWN} more"
+
+
+@main.command(short_help="Build ONNX Runtime training artifacts that honour StopGradient.")
+@model_argument
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Artifact directory (created) [default: MODEL's name + .artifacts].",
+)
+@click.option("--loss", type=click.Choice(sorted(LOSSES)), required=True, help="Loss added on the model's output.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adamw", show_default=True)
+@click.option("--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable).")
+@click.option(
+    "--requires-grad", "requires_grad", multiple=True, metavar="NAME",
+    help="Train exactly these parameters [default: all that reach the loss around the stops].",
+)
+@click.option("--frozen", "frozen", multiple=True, metavar="NAME", help="Also freeze this parameter (repeatable).")
+@click.option("--prefix", default="", help="Prefix of the artifact file names.")
+@json_option
+def artifacts(
+    model: Path,
+    output: Path | None,
+    loss: str,
+    optimizer: str,
+    ats: tuple[str, ...],
+    requires_grad: tuple[str, ...],
+    frozen: tuple[str, ...],
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Write training_model.onnx, eval_model.onnx, optimizer_model.onnx and checkpoint.
+
+    No gradient is computed behind a StopGradient; parameters reached only through
+    stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
+    stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+    """
+    from ..training import generate_artifacts
+
+    source: object = model
+    inserted: list[str] = []
+    if ats:
+        from .. import insert_stop_gradient
+
+        proto, directory = load_model(model)
+        if directory is not None:
+            import onnx
+
+            onnx.external_data_helper.load_external_data_for_model(proto, str(directory))
+        source, report = insert_stop_gradient(proto, list(ats))
+        inserted = [line for line in report.summary().splitlines() if line]
+    target = output if output is not None else model.with_name(f"{model.stem}.artifacts")
+    result = generate_artifacts(
+        source, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
+        loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix,
+    )  # fmt: skip
+    removed = result.gradient_nodes_removed
+    if as_json:
+        click.echo(json.dumps({
+            "directory": str(result.directory), "files": list(result.files),
+            "inserted": inserted, "stops": list(result.stops),
+            "trainable": list(result.trainable), "frozen": list(result.frozen),
+            "gradient_nodes": result.gradient_nodes,
+            "gradient_nodes_without_stops": result.gradient_nodes_without_stops,
+            "gradient_nodes_removed": removed, "adjustments": list(result.adjustments),
+        }, indent=2))  # fmt: skip
+        return
+    for line in inserted:
+        click.echo(line)
+    click.echo(f"wrote {result.directory}/: {', '.join(result.files)}")
+    click.echo(f"stops ({len(result.stops)}): {_names(result.stops)}")
+    click.echo(f"trainable ({len(result.trainable)}): {_names(result.trainable)}")
+    click.echo(f"frozen ({len(result.frozen)}): {_names(result.frozen)}")
+    if removed is None:
+        click.echo(f"gradient nodes: {result.gradient_nodes} (not measured without the stops)")
+    else:
+        click.echo(
+            f"gradient nodes: {result.gradient_nodes}; the stops removed {removed} "
+            f"({result.gradient_nodes_without_stops} without them)"
+        )
+    for line in result.adjustments:
+        click.echo(f"adjusted: {line}")
+
+
+@main.command(short_help="Train from an artifact directory on .npz data (saves the checkpoint).")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+@click.option(
+    "--data", type=click.Path(path_type=Path, dir_okay=False), required=True,
+    help="A .npz file with one array per training input, named like it (e.g. x, labels).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the model's batch, else 32]")
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffling.")
+def train(directory: Path, data: Path, epochs: int, batch_size: int | None, learning_rate: float | None, seed: int) -> None:
+    """Run the training loop of DIR (made by `onnx-stopgrad artifacts`) and print the loss per epoch.
+
+    The .npz arrays are named after the training model's inputs: the model's own inputs
+    plus the loss's `labels` (crossentropy, int64) or `target` (mse, l1, bce); examples
+    along axis 0. The trained parameters are saved back into DIR/checkpoint.
+    """
+    from tqdm import tqdm
+
+    from ..training._loop import fit, read_npz
+
+    arrays = read_npz(data)
+    bar = tqdm(total=None, unit="batch", leave=False, dynamic_ncols=True)
+
+    def on_batch(epoch: int, loss: float) -> None:
+        bar.set_description(f"epoch {epoch + 1}/{epochs}")
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update()
+
+    def on_start(total: int) -> None:
+        bar.reset(total=total)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        bar.clear()
+        click.echo(f"epoch {epoch + 1}/{epochs}: loss {loss:.6f}")
+
+    try:
+        fit(directory, arrays, epochs, batch_size, learning_rate, seed, on_batch=on_batch, on_epoch=on_epoch, on_start=on_start)
+    finally:
+        bar.close()
+    click.echo(f"saved {directory / 'checkpoint'}")
