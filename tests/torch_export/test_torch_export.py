@@ -212,3 +212,12 @@ def test_ir_version_above_ort_119_is_lowered(caplog: pytest.LogCaptureFixture) -
     assert model.ir_version == sg_torch.MAX_IR_VERSION
     assert (DOMAIN, OPSET_VERSION) in {(o.domain, o.version) for o in model.opset_import}
     assert "lowered IR version 13" in caplog.text
+
+
+def test_module_imports_the_real_torch() -> None:
+    """``import torch`` inside onnx_stopgrad/torch.py is PyTorch, not the module itself."""
+    import sys
+
+    assert sg_torch.torch is sys.modules["torch"]
+    assert sg_torch.torch.__name__ == "torch" and hasattr(sg_torch.torch, "nn")
+    assert sg_torch.__name__ == "onnx_stopgrad.torch"

@@ -1,0 +1,83 @@
+"""Exported detach -> ONNX Runtime training step: loss, gradients and update equal PyTorch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime.training")
+
+from torch_export_cases import CASES, Case, build  # noqa: E402
+
+from onnx_stopgrad import torch as sg_torch  # noqa: E402
+from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
+
+pytestmark = pytest.mark.training
+
+LEARNING_RATE = 0.1
+
+
+def assert_close(ours: np.ndarray, reference: np.ndarray, what: str) -> None:
+    """1e-5 relative to the reference tensor's largest entry (float32 sums differ in order)."""
+    scale = max(float(np.max(np.abs(reference))), 1e-12)
+    error = float(np.max(np.abs(ours - reference))) if reference.size else 0.0
+    assert error <= 1e-5 * scale, f"{what}: max error {error:.3g} vs scale {scale:.3g}"
+
+
+def torch_step(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """PyTorch's loss, gradients (None behind detach) and SGD-updated weights."""
+    module.zero_grad(set_to_none=True)
+    loss = module(*inputs)
+    loss.backward()
+    grads = {name: p.grad for name, p in module.named_parameters()}
+    updated = {
+        name: (p - LEARNING_RATE * p.grad).detach().numpy() for name, p in module.named_parameters() if p.grad is not None
+    }
+    return loss.item(), grads, updated
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_ort_training_step_matches_pytorch(case: Case, exporter: str, tmp_path: Path) -> None:
+    module, inputs = build(case)
+    dynamo = exporter == "dynamo"
+    report = sg_torch.export(module, inputs, tmp_path / "model.onnx", dynamo=dynamo, verbose=False)
+    reference_loss, reference_grads, updated = torch_step(module, inputs)
+    expected_trainable = sorted(n for n, g in reference_grads.items() if g is not None)
+    assert all(
+        (g is None) == name.startswith(case.frozen_prefixes) for name, g in reference_grads.items()
+    ), "the case's frozen prefixes disagree with PyTorch"
+
+    # The dynamo exporter stores some constants as float initializers; name the weights.
+    frozen = sorted(n for n, g in reference_grads.items() if g is None)
+    artifacts = generate_artifacts(
+        report.path,
+        requires_grad=expected_trainable if dynamo else None,
+        frozen_params=frozen if dynamo else None,
+        loss=None,  # the module returns its loss
+        optimizer="sgd",
+        artifact_directory=tmp_path / "artifacts",
+    )
+    assert sorted(artifacts.trainable) == expected_trainable
+
+    state, ort_module, optimizer = load(tmp_path / "artifacts")
+    ort_module.train()
+    loss = ort_module(*[t.numpy() for t in inputs])
+    assert_close(np.asarray(loss), np.asarray(reference_loss), "loss")
+    for name in expected_trainable:
+        assert_close(state.parameters[name].grad, reference_grads[name].numpy(), f"grad {name}")
+
+    optimizer.set_learning_rate(LEARNING_RATE)
+    optimizer.step()
+    for name in expected_trainable:
+        assert_close(state.parameters[name].data, updated[name], f"updated {name}")
+    assert len(artifacts.stops) == len(case.stopped_producers)
+    for name in frozen:
+        assert name in artifacts.frozen
+        np.testing.assert_array_equal(
+            state.parameters[name].data, dict(module.named_parameters())[name].detach().numpy()
+        )
