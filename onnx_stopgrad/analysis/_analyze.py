@@ -267,6 +267,7 @@ def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostE
         activation_source=source,
         dims=dict(table.dims_used),
         dims_defaulted=list(table.dims_defaulted),
+        unknown_intermediate_dims=table.unknown_intermediate_dims,
         tensors_of_unknown_size=len(unknown),
         assumptions=[
             *COST_ASSUMPTIONS,

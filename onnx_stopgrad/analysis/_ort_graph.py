@@ -125,8 +125,11 @@ def build_ort_gradient_graph(
     from onnxruntime import SessionOptions
     from onnxruntime.capi._pybind_state import GradientGraphBuilder, get_optimized_model
 
+    from ..training._fixups import apply_fixups
+
     requires = sorted(set(requires_grad))
     work = _training_input(model, list(targets), table, cut_stops)
+    apply_fixups(work)  # the same adjustments `onnx-stopgrad artifacts` makes for ORT 1.19
     if not requires:
         return OrtGradientGraph(0, len(work.graph.node), frozenset(), frozenset())
     options = SessionOptions()

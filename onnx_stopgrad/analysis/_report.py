@@ -101,6 +101,8 @@ class CostEstimate:
     #: Symbolic dimension -> value used; ``dims_defaulted`` lists those nobody gave.
     dims: dict[str, int]
     dims_defaulted: list[str]
+    #: Dimensions of intermediate tensors that inference left symbolic (counted as 1).
+    unknown_intermediate_dims: int
     #: Tensors whose size could not be inferred: left out of the byte counts.
     tensors_of_unknown_size: int
     assumptions: list[str]
@@ -199,6 +201,8 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
     dims = ", ".join(f"{k}={v}" for k, v in c.dims.items()) or "none symbolic"
     default_note = f" ({', '.join(c.dims_defaulted)} not given: assumed 1; set with --dim NAME=VALUE)" if c.dims_defaulted else ""
     lines.append(f"  dims: {dims}{default_note}")
+    if c.unknown_intermediate_dims:
+        lines.append(f"  {c.unknown_intermediate_dims} intermediate dimension(s) shape inference left unknown: counted as 1")
     if c.tensors_of_unknown_size:
         lines.append(f"  {c.tensors_of_unknown_size} tensor(s) of unknown size left out")
     lines.append("  assumptions: backward = forward FLOPs per input needing a gradient; see docs/analyze-show.md")

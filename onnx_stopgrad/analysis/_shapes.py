@@ -49,15 +49,26 @@ class ShapeTable:
     tensors: dict[str, TensorInfo]
     #: Symbolic dimension name -> value used (given by the user or the default).
     dims_used: dict[str, int] = field(default_factory=dict)
-    #: Symbolic dimension names no value was given for (the default was used).
+    #: Symbolic input dimension names no value was given for (the default was used).
     dims_defaulted: tuple[str, ...] = ()
+    #: Dimensions of intermediate tensors inference could not compute (counted as 1).
+    unknown_intermediate_dims: int = 0
 
     def get(self, name: str) -> TensorInfo | None:
         return self.tensors.get(name)
 
+    #: Element counts of tensors of unknown rank that a size-keeping op (Reshape,
+    #: Transpose, ...) made from a tensor of known size.
+    sizes: dict[str, int] = field(default_factory=dict)
+
     def nbytes(self, name: str) -> int | None:
         info = self.tensors.get(name)
-        return None if info is None else info.nbytes
+        if info is None:
+            return None
+        if info.shape is None and name in self.sizes:
+            itemsize = _itemsize(info.elem_type)
+            return None if itemsize is None else self.sizes[name] * itemsize
+        return info.nbytes
 
 
 def _itemsize(elem_type: int) -> int | None:
@@ -74,11 +85,16 @@ class _DimResolver:
         self.given = dict(given)
         self.used: dict[str, int] = {}
         self.defaulted: dict[str, None] = {}
+        self.inputs_done = False
+        self.intermediate = 0
 
     def value(self, dim: onnx.TensorShapeProto.Dimension) -> int:
         if dim.HasField("dim_value"):
             return int(dim.dim_value)
         name = dim.dim_param or "?"
+        if self.inputs_done:
+            self.intermediate += 1
+            return self.given.get(name, UNKNOWN_DIM_VALUE)
         if name in self.given:
             self.used[name] = self.given[name]
             return self.given[name]
@@ -119,7 +135,9 @@ def _without_float_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(source.node)
     graph.input.extend(source.input)
     graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
+    # Stored shapes may carry exporter symbols (unk__0); inference recomputes them.
+    for value in graph.output:
+        value.type.tensor_type.ClearField("shape")
     declared = {value.name for value in source.input}
     for tensor in source.initializer:
         if tensor.data_type in _SMALL_TYPES and tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -147,6 +165,7 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
             node.op_type, node.domain = "Identity", ""
             del node.attribute[:]
     _concrete_inputs(graph, resolver)
+    resolver.inputs_done = True
     try:
         inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
@@ -169,5 +188,27 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
                     tensors.setdefault(
                         node.output[0], TensorInfo(attr.t.data_type, tuple(int(d) for d in attr.t.dims))
                     )
-    return ShapeTable(tensors, resolver.used, tuple(resolver.defaulted))
+    return ShapeTable(
+        tensors, resolver.used, tuple(resolver.defaulted), resolver.intermediate, _propagate_sizes(g, tensors)
+    )
+
+
+_SIZE_KEEPING = frozenset(
+    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast",
+     "Relu", "Sigmoid", "Tanh", "Softmax", "Erf", "Neg", "Sqrt", "Exp", "Gelu", "LayerNormalization"}
+)
+
+
+def _propagate_sizes(graph: onnx.GraphProto, tensors: dict[str, TensorInfo]) -> dict[str, int]:
+    """Element counts for unknown-rank outputs of ops that keep their first input's size."""
+    sizes: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in _SIZE_KEEPING or not node.input or not node.output:
+            continue
+        source = tensors.get(node.input[0])
+        elements = sizes.get(node.input[0]) if source is None or source.shape is None else source.elements
+        out = tensors.get(node.output[0])
+        if elements is not None and out is not None and out.shape is None:
+            sizes[node.output[0]] = elements
+    return sizes
 

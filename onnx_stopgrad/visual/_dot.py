@@ -72,7 +72,12 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     single = [is_stop_gradient(n) for n in nodes]
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
     edges = [(producer[name], j) for j, n in enumerate(nodes) for name in n.input if name in producer]
-    grouping = group_nodes(labels, blocked, single, edges, max_nodes)
+    # Nodes without inputs (Constant) join the box of their first consumer when collapsing.
+    attach: dict[int, int] = {}
+    for a, b in edges:
+        if not any(nodes[a].input) and a not in attach and not single[a]:
+            attach[a] = b
+    grouping = group_nodes(labels, blocked, single, edges, max_nodes, attach)
     params = {t.name: _param_kind(t.name, flow) for t in graph.initializer if t.data_type in FLOAT_TYPES}
     lines = [
         "digraph onnx {",
@@ -82,7 +87,8 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     ]
     lines += _boxes(nodes, labels, blocked, grouping, params)
     lines += _io(graph, producer, grouping)
-    lines += _edges(nodes, producer, grouping, edges, {t.name for t in graph.initializer})
+    drawn_edges = [(a, b) for a, b in edges if not (grouping.depth or grouping.chains_merged) or a not in attach]
+    lines += _edges(nodes, producer, grouping, drawn_edges, {t.name for t in graph.initializer})
     if grouping.depth == 0 and not grouping.chains_merged:
         lines += _param_notes(nodes, grouping, params)
     lines += _legend(len(nodes), grouping, max_nodes, params)
@@ -109,16 +115,17 @@ def _boxes(nodes, labels, blocked, grouping: Grouping, params) -> list[str]:
             name = labels[i].rsplit("/", 1)[-1]
             text = node.op_type if name in (node.op_type, "") or name.startswith(f"{node.op_type}#") else f"{node.op_type}\n{_short(name)}"
             if kind == "stop":
-                text = f"StopGradient\n{_short(labels[i])}"
+                text = f"StopGradient\nat {_short(node.input[0] if node.input else labels[i], 40)}"
             lines.append(f"  {_q(item)} {_attrs(label=text, **_box_style(kind, blocked[i]))};")
             continue
-        ops = Counter(nodes[i].op_type for i in idx)
+        ops = Counter(nodes[i].op_type for i in idx if nodes[i].op_type != "Constant")
         top = ", ".join(f"{c} {op}" for op, c in ops.most_common(3)) + (", …" if len(ops) > 3 else "")
         read = Counter(params[name] for i in idx for name in nodes[i].input if name in params)
         param_text = ", ".join(f"{c} {k}" for k, c in sorted(read.items()))
         title = item.split(":")[1] if item.startswith("s:") else f"chain from {_short(labels[idx[0]], 24)}"
         nograd = blocked[idx[0]]
-        text = f"{_short(title, 40)}\n{len(idx)} nodes{' · no gradient' if nograd else ''}\n{top}"
+        count = f"{len(idx)} node{'s' if len(idx) > 1 else ''}"
+        text = f"{_short(title, 40)}\n{count}{' · no gradient' if nograd else ''}\n{top}"
         if param_text:
             text += f"\nparams: {param_text}"
         style = _box_style("group", nograd)
@@ -180,9 +187,11 @@ def _param_notes(nodes, grouping: Grouping, params) -> list[str]:
 def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
     kinds = Counter(params.values())
     if grouping.depth or grouping.chains_merged:
-        how = f"depth {grouping.depth} name scopes" if grouping.depth else "no name scopes"
-        chains = "; straight chains merged" if grouping.chains_merged else ""
-        collapsed = f"{total} nodes collapsed into {grouping.boxes} boxes by {how}{chains} (limit --max-nodes {limit})"
+        if grouping.depth:
+            how = f"by name scope (depth {grouping.depth})" + ("; straight chains merged" if grouping.chains_merged else "")
+        else:
+            how = "by merging straight chains (no name scopes)"
+        collapsed = f"{total} nodes collapsed into {grouping.boxes} boxes {how} (limit --max-nodes {limit})"
     else:
         collapsed = f"{total} nodes, none collapsed (limit --max-nodes {limit})"
     counts = ", ".join(f"{kinds.get(k, 0)} {k}" for k in ("trainable", "partial", "frozen", "unreachable"))

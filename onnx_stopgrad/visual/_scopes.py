@@ -10,7 +10,7 @@ fit, straight chains of single boxes are merged as well.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Grouping", "scope_parts", "group_nodes"]
@@ -78,21 +78,47 @@ def group_nodes(
     single: Sequence[bool],
     edges: Sequence[tuple[int, int]],
     limit: int,
+    attach: Mapping[int, int] | None = None,
 ) -> Grouping:
-    """Boxes for nodes ``names`` so that at most about ``limit`` are drawn."""
+    """Boxes for nodes ``names`` so that at most about ``limit`` are drawn.
+
+    ``attach`` maps a node (a Constant, say) to the node whose box it joins when collapsing.
+    """
     n = len(names)
     if n <= limit:
         return Grouping([f"n{i}" for i in range(n)], 0, False)
+    grouping = _group(names, blocked, single, edges, limit, attach or {})
+    return grouping
+
+
+def _attached(item: list[str], attach: Mapping[int, int]) -> list[str]:
+    result = list(item)
+    for node, host in attach.items():
+        result[node] = item[host]
+    return result
+
+
+def _group(
+    names: Sequence[str],
+    blocked: Sequence[bool],
+    single: Sequence[bool],
+    edges: Sequence[tuple[int, int]],
+    limit: int,
+    attach: Mapping[int, int],
+) -> Grouping:
+    n = len(names)
     scopes = [scope_parts(name) for name in names]
     max_depth = max((len(s) for s in scopes), default=0)
     best: list[str] | None = None
     best_depth = 0
     for depth in range(max_depth, 0, -1):
-        item = _by_depth(scopes, blocked, single, depth)
+        item = _attached(_by_depth(scopes, blocked, single, depth), attach)
         if len(set(item)) <= limit:
-            best, best_depth = item, depth
+            best = item
+            best_depth = min(depth, max(len(scopes[i]) for i in range(n) if not single[i]))
             break
     if best is not None:
         return Grouping(best, best_depth, False)
     item = _by_depth(scopes, blocked, single, 1) if max_depth else [f"n{i}" for i in range(n)]
-    return Grouping(_merge_chains(item, edges, blocked, single), 1 if max_depth else 0, True)
+    item = _attached(_merge_chains(item, edges, blocked, single), attach)
+    return Grouping(item, 1 if max_depth else 0, True)
