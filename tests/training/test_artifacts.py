@@ -1,0 +1,194 @@
+"""generate_artifacts beyond the numerics: ORT parity without stops, real exports, errors, files."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime.training")
+torch = pytest.importorskip("torch")
+
+import onnx  # noqa: E402
+from training_cases import CASES, StopForExport, by_helper, detach, export_torchscript  # noqa: E402
+from training_reference import ort_run, torch_run  # noqa: E402
+
+from onnx_stopgrad import DOMAIN, OP_TYPE  # noqa: E402
+from onnx_stopgrad.errors import ModelLoadError, TensorNotFoundError, TrainingError  # noqa: E402
+from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
+from onnx_stopgrad.training import _artifacts  # noqa: E402
+
+pytestmark = pytest.mark.training
+
+BACKBONE = CASES["backbone"]
+
+
+def _backbone(stop: bool = True) -> onnx.ModelProto:
+    torch.manual_seed(0)
+    model = by_helper(BACKBONE, BACKBONE.make())
+    if not stop:  # read the backbone output directly: a model with no StopGradient at all
+        node = next(n for n in model.graph.node if n.op_type == OP_TYPE)
+        model.graph.node.remove(node)
+        for other in model.graph.node:
+            other.input[:] = [node.input[0] if name == node.output[0] else name for name in other.input]
+        del model.opset_import[1:]
+    return model
+
+
+def _unnumbered(graph: onnx.GraphProto) -> str:
+    """The graph as text, without the process-wide counters onnxblock puts in new names."""
+    return re.sub(r"::\d+", "::#", str(graph))
+
+
+def _files(directory) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+def test_without_stops_same_artifacts_as_ort(tmp_path):
+    from onnxruntime.training import artifacts
+    from onnxruntime.training.api import CheckpointState
+
+    model = _backbone(stop=False)
+    ours = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path / "ours")
+    assert ours.frozen == () and ours.stops == () and ours.gradient_nodes_removed == 0
+    plain = copy.deepcopy(model)
+    plain.ir_version = 10  # ORT's own function would write IR 14 models that ORT cannot load
+    (tmp_path / "ort").mkdir()
+    artifacts.generate_artifacts(
+        plain, requires_grad=list(ours.trainable), loss=artifacts.LossType.CrossEntropyLoss,
+        optimizer=artifacts.OptimType.AdamW, artifact_directory=tmp_path / "ort",
+    )  # fmt: skip
+    assert _files(tmp_path / "ours") == _files(tmp_path / "ort")
+    for name in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx"):
+        mine, theirs = (onnx.load(str(tmp_path / d / name)) for d in ("ours", "ort"))
+        assert _unnumbered(mine.graph) == _unnumbered(theirs.graph), name
+        assert mine.ir_version <= 10
+    states = [CheckpointState.load_checkpoint(str(tmp_path / d / "checkpoint")) for d in ("ours", "ort")]
+    params = [{name: (p.data, p.requires_grad) for name, p in s.parameters} for s in states]
+    assert params[0].keys() == params[1].keys()
+    for name, (data, requires_grad) in params[0].items():
+        np.testing.assert_array_equal(data, params[1][name][0])
+        assert requires_grad == params[1][name][1]
+
+
+class _Encoder(torch.nn.Module):
+    """Two transformer layers with a stop between them and a classification head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.l2 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x, stop=detach):
+        return self.head(self.l2(stop(self.l1(x))).mean(1))
+
+
+def test_transformer_export_in_training_mode(tmp_path):
+    """LayerNormalization exported with one output: fixed, reported, and gradients right."""
+    torch.manual_seed(0)
+    encoder = _Encoder()
+    with torch.no_grad():  # distinct values: exporters merge initializers that are equal
+        for p in encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
+
+        def forward(self, x):
+            return _Encoder.forward(self, x, stop=StopForExport.apply)
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    model = export_torchscript(Exported().train(), (torch.from_numpy(x),), ["x"])
+    assert any(n.op_type == "LayerNormalization" and len(n.output) == 1 for n in model.graph.node)
+    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
+    assert any("LayerNormalization" in line for line in report.adjustments)
+    names = {n for n, _ in encoder.named_parameters()}
+    assert set(report.trainable) == {n for n in names if not n.startswith("l1.")}
+    assert set(report.frozen) == {n for n in names if n.startswith("l1.")}
+
+    label = np.array([0, 2], dtype=np.int64)
+    case = type("C", (), {"loss": "crossentropy"})()
+    (ort_loss, ort_grads), ort_params = ort_run(tmp_path, [x], label)
+    (ref_loss, ref_grads), ref_params = torch_run(copy.deepcopy(encoder), case, [x], label, report.trainable)
+    assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    for name, expected in ref_grads.items():
+        scale = np.abs(expected).max()
+        assert np.abs(ort_grads[name] - expected).max() <= 1e-5 * scale + 1e-7, name
+    for name, expected in ref_params.items():
+        np.testing.assert_allclose(ort_params[name], expected, rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_user_lists(tmp_path):
+    model = _backbone()
+    report = generate_artifacts(model, frozen_params=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "a")
+    assert report.trainable == ("head.weight",)
+    assert "head.bias" in report.frozen and "backbone.fc1.weight" in report.frozen
+    report = generate_artifacts(model, requires_grad=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "b")
+    assert report.trainable == ("head.bias",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"requires_grad": ["backbone.fc1.weight"]}, TrainingError, ["backbone.fc1.weight", "StopGradient 'stop'"]),
+        ({"requires_grad": ["nope"]}, TensorNotFoundError, ["'nope'"]),
+        ({"frozen_params": ["nope"]}, TensorNotFoundError, ["'nope'"]),
+        ({"requires_grad": ["head.bias"], "frozen_params": ["head.bias"]}, TrainingError, ["both"]),
+        ({"frozen_params": ["head.bias", "head.weight"]}, TrainingError, ["nothing to train"]),
+        ({"loss": "hinge"}, TrainingError, ["hinge", "mse"]),
+    ],
+)
+def test_user_errors_leave_nothing(tmp_path, kwargs, error, words):
+    kwargs = {"loss": "crossentropy", **kwargs}
+    with pytest.raises(error) as info:
+        generate_artifacts(_backbone(), artifact_directory=tmp_path / "out", **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert _files(tmp_path) == []
+
+
+def test_failure_half_way_keeps_old_artifacts(tmp_path, monkeypatch):
+    model_path = tmp_path / "model.onnx"
+    onnx.save(_backbone(), str(model_path))
+    before = model_path.read_bytes()
+    target = tmp_path / "out"
+    generate_artifacts(model_path, loss="crossentropy", optimizer="sgd", artifact_directory=target)
+    old = {name: (target / name).read_bytes() for name in _files(target)}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash while restoring the stops")
+
+    monkeypatch.setattr(_artifacts, "restore_stops", broken)
+    with pytest.raises(RuntimeError):
+        generate_artifacts(model_path, loss="mse", optimizer="adamw", artifact_directory=target)
+    with pytest.raises(RuntimeError):
+        generate_artifacts(model_path, loss="mse", artifact_directory=tmp_path / "new")
+    assert {name: (target / name).read_bytes() for name in _files(target)} == old
+    assert _files(tmp_path) == ["model.onnx", "out"]  # no half-built folder, no staging left
+    assert model_path.read_bytes() == before
+
+
+def test_ir_version_and_custom_domain(tmp_path):
+    model = _backbone()
+    assert model.ir_version > 10
+    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
+    assert any(line.startswith("IR version") for line in report.adjustments)
+    assert model.ir_version > 10, "the caller's model must not change"
+    training = onnx.load(str(tmp_path / "training_model.onnx"))
+    assert any(o.domain == DOMAIN for o in training.opset_import)
+
+
+def test_errors_on_bad_inputs(tmp_path):
+    with pytest.raises(ModelLoadError):
+        generate_artifacts(tmp_path / "missing.onnx", loss="mse", artifact_directory=tmp_path / "a")
+    with pytest.raises(TrainingError, match="no such directory"):
+        load(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(TrainingError, match="checkpoint is missing"):
+        load(tmp_path / "half")

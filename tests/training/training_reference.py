@@ -1,0 +1,75 @@
+"""PyTorch references: the loss, gradients and AdamW steps ORT must reproduce."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["torch_loss", "torch_run", "ort_run", "ORT_ADAMW"]
+
+#: ORT 1.19's AdamW as generate_artifacts builds it (onnxblock.optim.AdamW defaults; the
+#: optimizer model's default learning rate). adam_mode=1: HF/transformers semantics.
+ORT_ADAMW = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 0.0}
+
+
+def torch_loss(kind: str, y: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    if kind == "mse":
+        return torch.nn.functional.mse_loss(y, label)
+    if kind == "crossentropy":
+        return torch.nn.functional.cross_entropy(y, label)
+    if kind == "bce":
+        return torch.nn.functional.binary_cross_entropy_with_logits(y, label)
+    raise KeyError(kind)
+
+
+def _adamw_hf_step(params, grads, state, step, lr, betas, eps, weight_decay):
+    """transformers.AdamW (correct_bias=True): what ORT's AdamWOptimizer with adam_mode=1 does."""
+    b1, b2 = betas
+    for name, p in params.items():
+        m, v = state.setdefault(name, (torch.zeros_like(p), torch.zeros_like(p)))
+        g = grads[name]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        state[name] = (m, v)
+        step_size = lr * (1 - b2**step) ** 0.5 / (1 - b1**step)
+        p -= step_size * m / (v.sqrt() + eps)
+        if weight_decay:
+            p -= lr * weight_decay * p
+
+
+def torch_run(module, case, inputs, label, trainable, steps=3):
+    """(loss, {name: grad}) of the first step, and {name: param} after ``steps`` AdamW steps."""
+    params = dict(module.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in trainable)
+    state: dict = {}
+    first = None
+    for step in range(1, steps + 1):
+        for p in params.values():
+            p.grad = None
+        loss = torch_loss(case.loss, module(*[torch.from_numpy(a) for a in inputs]), torch.from_numpy(label))
+        loss.backward()
+        grads = {n: params[n].grad.detach().clone() for n in trainable}
+        if first is None:
+            first = (loss.item(), {n: g.numpy() for n, g in grads.items()})
+        with torch.no_grad():
+            _adamw_hf_step({n: params[n] for n in trainable}, grads, state, step, **ORT_ADAMW)
+    return first, {n: params[n].detach().numpy().copy() for n in trainable}
+
+
+def ort_run(directory, inputs, label, steps=3):
+    """The same with onnx_stopgrad.training.load (op library registered)."""
+    from onnx_stopgrad.training import load
+
+    state, module, optimizer = load(directory)
+    assert abs(optimizer.get_learning_rate() - ORT_ADAMW["lr"]) < 1e-9
+    module.train()
+    trainable = [name for name, param in state.parameters if param.requires_grad]
+    first = None
+    for _ in range(steps):
+        loss = module(*inputs, label)
+        if first is None:
+            first = (float(np.asarray(loss)), {n: state.parameters[n].grad.copy() for n in trainable})
+        optimizer.step()
+        module.lazy_reset_grad()
+    return first, {n: state.parameters[n].data.copy() for n in trainable}
