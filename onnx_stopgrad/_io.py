@@ -66,13 +66,31 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
 
 
 def _check_inside(directory: Path, location: str, model_path: Path) -> None:
-    """Refuse external data that would be read from outside the model's directory."""
-    target = (directory / location).resolve()
-    if os.path.isabs(location) or not target.is_relative_to(directory):
+    """Refuse external data that would be read from outside the model's directory.
+
+    Also refused: a location that is not a path at all (a NUL byte, a symlink loop) and
+    one that names the directory itself (``""``, ``"."``).
+    """
+    try:
+        target = (directory / location).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, symlink loop
+        raise ModelLoadError(
+            f"{model_path}: external data location {location!r} is not a usable path "
+            f"({exc}); refusing to read it"
+        ) from exc
+    if os.path.isabs(location) or target == directory or not target.is_relative_to(directory):
         raise ModelLoadError(
             f"{model_path}: external data location {location!r} points outside the "
             "model's directory; refusing to read it"
         )
+
+
+def _resolves_inside(path: Path, directory: Path) -> bool:
+    """Whether ``path``, symlinks followed, is ``directory`` or inside it."""
+    try:
+        return path.resolve().is_relative_to(directory.resolve())
+    except (OSError, ValueError, RuntimeError):  # NUL byte, symlink loop
+        return False
 
 
 def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -169,6 +187,11 @@ def save_model(
     if locations and source_dir is not None and directory.resolve() != source_dir:
         for location in locations:
             target = directory / location
+            if not _resolves_inside(target.parent, directory):
+                raise ModelSaveError(
+                    f"{path}: external data {location!r} would be written outside the output "
+                    "directory (a symlinked folder there?); choose another output"
+                )
             if target.resolve() == path.resolve():
                 raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,240 @@
+"""Malicious model shapes: each is refused with one clean line, nothing outside is touched.
+
+Runs go through the fork server (the real CLI code, isolated per run, capped in time and
+memory, every ``open`` of a sentinel outside the model directory recorded); one test runs
+``python -m onnx_stopgrad`` itself to show the fork server judges what users see.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+from rel_corpus import CorpusModel, finish, write_model
+from rel_harness import Case, ForkServer, RunResult, judge, prepare_case, run_real_cli
+from rel_mutate import OUTSIDE_NAME
+
+COMMANDS = ("insert", "list", "remove")
+
+
+def _argv(command: str, target: str, out: Path) -> list[str]:
+    if command == "insert":
+        return ["insert", "model.onnx", "--at", target, "-o", str(out)]
+    if command == "remove":
+        return ["remove", "model.onnx", "-o", str(out)]
+    return ["list", "model.onnx", "--json"]
+
+
+def _run(server: ForkServer, case: Case, command: str, target: str = "h1r",
+         mem_mb: int = 1024) -> tuple[RunResult, list[str]]:
+    out = case.out_dir / "out.onnx"
+    result = server.run(_argv(command, target, out), case.directory, timeout=30, mem_mb=mem_mb,
+                        watch=case.watch)
+    bad, _ = judge(result, case, None if command == "list" else out)
+    return result, bad
+
+
+def _assert_refused(server: ForkServer, case: Case, command: str, target: str = "h1r",
+                    mem_mb: int = 1024) -> RunResult:
+    result, bad = _run(server, case, command, target, mem_mb)
+    assert not bad, bad
+    assert result.rc == 1, f"{command} accepted a malicious model: {result.stdout[:300]}"
+    assert not any(case.out_dir.iterdir()), "a refused run wrote something"
+    return result
+
+
+def _mlp(corpus: list[CorpusModel]) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    model.CopyFrom(next(e for e in corpus if e.name == "mlp").proto)
+    return model
+
+
+def _case(tmp_path: Path, model: onnx.ModelProto, name: str = "case", **sidecars: bytes) -> Case:
+    return prepare_case(tmp_path, name, model.SerializeToString(), dict(sidecars))
+
+
+# --- broken graphs -----------------------------------------------------------------------
+
+def _cycle(model: onnx.ModelProto) -> None:
+    model.graph.node[0].input[0] = "y"  # mm1 reads the graph output: y -> ... -> y
+
+
+def _dangling(model: onnx.ModelProto) -> None:
+    model.graph.node[2].input[0] = "made_by_nobody"
+
+
+def _two_producers(model: onnx.ModelProto) -> None:
+    model.graph.node[3].output[0] = "h1r"  # mm2 writes h1r, which relu1 writes too
+
+
+def _duplicate_initializer(model: onnx.ModelProto) -> None:
+    extra = model.graph.initializer.add()
+    extra.CopyFrom(model.graph.initializer[0])  # a second "W1"
+
+
+BROKEN = {"cycle": _cycle, "dangling": _dangling, "two_producers": _two_producers,
+          "duplicate_initializer": _duplicate_initializer}
+
+_NO_VALIDATION = (
+    "rewriter does not validate its input graph: it rewrites a graph with a cycle / a read "
+    "of an unproduced tensor / duplicate names and writes a model onnx.checker rejects"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_NO_VALIDATION)
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("breakage", sorted(BROKEN))
+def test_broken_graph_is_refused(forkserver, corpus, tmp_path, breakage, command) -> None:
+    model = _mlp(corpus)
+    BROKEN[breakage](model)
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)  # the breakage is real
+    _assert_refused(forkserver, _case(tmp_path, model), command)
+
+
+# --- deep nesting ------------------------------------------------------------------------
+
+def _nested(depth: int) -> onnx.ModelProto:
+    """``depth`` If nodes, each inside the previous one's then-branch (built without copies:
+    protobuf's own copy refuses nesting this deep)."""
+    model = onnx.ModelProto(ir_version=10)
+    model.opset_import.add(domain="", version=17)
+    model.graph.name = "top"
+    model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    graph = model.graph
+    for level in range(depth):
+        graph.node.add(op_type="If", input=["c"], output=[f"y{level}"], name=f"if{level}")
+        graph.output.add(name=f"y{level}")
+        sub = graph.node[0].attribute.add(name="then_branch", type=AttributeProto.GRAPH).g
+        graph.node[0].attribute.add(name="else_branch", type=AttributeProto.GRAPH).g.name = f"e{level}"
+        sub.name = f"g{level}"
+        graph = sub
+    graph.node.add(op_type="Identity", input=["c"], output=["leaf"], name="leaf")
+    graph.output.add(name="leaf")
+    return model
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_file_nested_hundreds_deep_is_refused(forkserver, tmp_path, command) -> None:
+    result = _assert_refused(forkserver, _case(tmp_path, _nested(300)), command, target="leaf")
+    assert "model.onnx" in result.stderr
+
+
+_DEEP = (
+    "RecursionError in onnx_stopgrad/passes (remove.py _collect, _scope.py) and _flow.py on a "
+    "ModelProto nested ~600+ deep; files cannot nest that deep (protobuf refuses at parse)"
+)
+
+
+@pytest.mark.parametrize("depth", [300, pytest.param(2000, marks=pytest.mark.xfail(strict=True, reason=_DEEP))])
+def test_api_on_a_proto_nested_deep_raises_no_recursion_error(depth: int) -> None:
+    """A ModelProto built in memory can nest deeper than any file; no RecursionError."""
+    from onnx_stopgrad import insert_stop_gradient, list_stop_gradients
+    from onnx_stopgrad.errors import StopGradError
+
+    model = _nested(depth)
+    for call in (lambda: list_stop_gradients(model), lambda: insert_stop_gradient(model, "leaf")):
+        try:
+            call()
+        except StopGradError:
+            pass
+
+
+# --- absurd sizes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_dimension_of_two_to_the_62_stays_small(forkserver, corpus, tmp_path, command) -> None:
+    """A shape claiming 2^62 elements must never be allocated: clean outcome in 512 MiB."""
+    model = _mlp(corpus)
+    model.graph.value_info[0].type.tensor_type.shape.dim[0].dim_value = 2**62
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2**62
+    model.graph.initializer[1].dims[0] = 2**62  # b1: 8 floats of data, claims 2^62
+    case = _case(tmp_path, model)
+    result, bad = _run(forkserver, case, command, target="h1r", mem_mb=512)
+    assert not bad, bad
+
+
+# --- external data outside the model directory -------------------------------------------
+
+def _external_mlp(corpus: list[CorpusModel], tmp_path: Path) -> tuple[onnx.ModelProto, bytes]:
+    entry = next(e for e in corpus if e.name == "mlp_external")
+    seed = tmp_path / "seed"
+    write_model(entry, seed)
+    return onnx.load(str(seed / "model.onnx"), load_external_data=False), (seed / "weights.bin").read_bytes()
+
+
+def _locations(root: Path) -> dict[str, str]:
+    return {
+        "parent": f"../{OUTSIDE_NAME}",
+        "grandparent": f"../../{OUTSIDE_NAME}",
+        "absolute": str(root / OUTSIDE_NAME),
+        "etc_passwd": "../../../../../../../../etc/passwd",
+        "absolute_etc": "/etc/passwd",
+        "dotdot_in_middle": f"sub/../../{OUTSIDE_NAME}",
+        "symlink": "link_outside.bin",
+        "nul_byte": "weights.bin\x00../../etc/passwd",
+        "symlink_loop": "loop_a",
+        "directory_itself": ".",
+        "empty": "",
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", sorted(_locations(Path("/x"))))
+def test_external_data_outside_is_refused_and_never_opened(forkserver, corpus, tmp_path, kind, command) -> None:
+    model, weights = _external_mlp(corpus, tmp_path)
+    location = _locations(tmp_path)[kind]
+    tensor = model.graph.initializer[0]
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = location
+    case = _case(tmp_path, model, **{"weights.bin": weights})
+    os.symlink("loop_b", case.directory / "loop_a")
+    os.symlink("loop_a", case.directory / "loop_b")
+    case.before = {**case.before, "loop_a": "link:loop_b", "loop_b": "link:loop_a"}
+    result = _assert_refused(forkserver, case, command, target="h1b")
+    assert "external data" in result.stderr
+
+
+def test_output_side_symlink_does_not_write_outside(corpus, tmp_path) -> None:
+    """Copying external data next to a new output never follows a symlinked folder out."""
+    from onnx_stopgrad._io import load_model, save_model
+    from onnx_stopgrad.errors import ModelSaveError
+
+    entry = next(e for e in corpus if e.name == "mlp_external")
+    src = tmp_path / "src"
+    src.mkdir()
+    model = onnx.ModelProto()
+    model.CopyFrom(entry.proto)
+    (src / "sub").mkdir()
+    onnx.save(model, str(src / "model.onnx"), save_as_external_data=True, location="sub/w.bin",
+              size_threshold=0)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "sub").symlink_to(outside)
+    proto, source_dir = load_model(src / "model.onnx")
+    with pytest.raises(ModelSaveError, match="outside"):
+        save_model(proto, out_dir / "model.onnx", source_dir)
+    assert list(outside.iterdir()) == []
+    assert not (out_dir / "model.onnx").exists()
+
+
+def test_real_cli_subprocess_matches_the_fork_server(forkserver, corpus, tmp_path) -> None:
+    """The same hostile model through ``python -m onnx_stopgrad``: one line, exit 1."""
+    model, weights = _external_mlp(corpus, tmp_path)
+    model.graph.initializer[0].external_data[0].value = "/etc/passwd"
+    case = _case(tmp_path, model, **{"weights.bin": weights})
+    out = case.out_dir / "out.onnx"
+    real = run_real_cli(["insert", "model.onnx", "--at", "h1b", "-o", str(out)], case.directory)
+    bad, _ = judge(real, case, out)
+    assert not bad, bad
+    assert real.rc == 1 and real.stderr.count("\n") == 1
+    forked, _ = _run(forkserver, case, "insert", target="h1b")
+    assert forked.stderr == real.stderr
