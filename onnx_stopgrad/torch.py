@@ -225,13 +225,38 @@ def _scoped_to(module: torch.nn.Module, record: DetachLog) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _non_strict_capture_only() -> Iterator[None]:
+    """Keep the dynamo exporter from retrying in strict mode, where ``detach`` is not ours.
+
+    Strict ``torch.export`` traces bytecode with TorchDynamo, which records ``aten.detach``
+    without calling the patched method; the stop would silently vanish. Without a retry a
+    module that non-strict export cannot capture fails with torch's error instead.
+    """
+    try:
+        from torch.onnx._internal.exporter import _capture_strategies as strategies
+
+        saved = strategies.CAPTURE_STRATEGIES
+        non_strict = strategies.TorchExportNonStrictStrategy
+    except (ImportError, AttributeError):  # another torch layout: nothing to narrow
+        log.warning("cannot restrict torch.onnx's dynamo exporter to non-strict capture")
+        yield
+        return
+    strategies.CAPTURE_STRATEGIES = (non_strict,)
+    try:
+        yield
+    finally:
+        strategies.CAPTURE_STRATEGIES = saved
+
+
+@contextlib.contextmanager
 def keep_detach(module: torch.nn.Module | None = None) -> Iterator[DetachLog]:
     """Within this block, ``detach`` calls traced by an ONNX export become StopGradient.
 
     With ``module``, only calls made while that module runs are converted. Eager code is
     unaffected (``detach`` behaves as usual when nothing is traced). PyTorch's own
     ``detach`` is restored on exit, also after an error. Use :func:`translation_table`
-    as ``custom_translation_table`` when exporting with ``dynamo=True``.
+    as ``custom_translation_table`` when exporting with ``dynamo=True``; the dynamo
+    exporter then captures non-strictly only (strict capture would drop the stops).
     """
     global _active
     with _lock:
@@ -241,11 +266,11 @@ def keep_detach(module: torch.nn.Module | None = None) -> Iterator[DetachLog]:
         _active = record
         _patch()
         try:
-            if module is None:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_non_strict_capture_only())
+                if module is not None:
+                    stack.enter_context(_scoped_to(module, record))
                 yield record
-            else:
-                with _scoped_to(module, record):
-                    yield record
         finally:
             _unpatch()
             _active = None

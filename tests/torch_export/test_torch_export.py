@@ -221,3 +221,18 @@ def test_module_imports_the_real_torch() -> None:
     assert sg_torch.torch is sys.modules["torch"]
     assert sg_torch.torch.__name__ == "torch" and hasattr(sg_torch.torch, "nn")
     assert sg_torch.__name__ == "onnx_stopgrad.torch"
+
+
+def test_dynamo_exporter_captures_non_strictly_only_while_active() -> None:
+    """Strict capture (TorchDynamo) records aten.detach without calling our method."""
+    from torch.onnx._internal.exporter import _capture_strategies as strategies
+
+    before = strategies.CAPTURE_STRATEGIES
+    assert strategies.TorchExportStrictStrategy in before
+    module, inputs = build(CASES[0])
+    with sg_torch.keep_detach(module) as record:
+        assert strategies.CAPTURE_STRATEGIES == (strategies.TorchExportNonStrictStrategy,)
+        strict = torch.export.export(module, inputs, strict=True)
+    assert strategies.CAPTURE_STRATEGIES == before
+    targets = {str(n.target) for n in strict.graph.nodes if n.op == "call_function"}
+    assert record.converted == 0 and "aten.detach.default" in targets  # why strict is refused
