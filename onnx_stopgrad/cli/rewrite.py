@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import onnx
 
 from .._io import load_model, save_model
 from ..passes import insert_in_place, list_stop_gradients, remove_in_place, select_tensors
@@ -160,7 +161,7 @@ def list_command(model: Path, as_json: bool) -> None:
     emit(list_stop_gradients(model), as_json)
 
 
-def _write(proto, target: Path, source_dir: Path | None, modified: bool, in_place: bool) -> Path | None:
+def _write(proto: onnx.ModelProto, target: Path, source_dir: Path | None, modified: bool, in_place: bool) -> Path | None:
     """Save unless ``--in-place`` asked to rewrite a model that did not change."""
     if in_place and not modified:
         return None
