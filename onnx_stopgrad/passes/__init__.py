@@ -9,9 +9,18 @@ ModelProto the caller owns and skip the copy (the CLI uses them).
 from __future__ import annotations
 
 from ._select import closest_names, node_names, select_tensors, tensor_names
-from .insert import InsertReport, Insertion, Skipped, insert_in_place, insert_stop_gradient
-from .listing import ListReport, StopGradientInfo, list_stop_gradients
-from .remove import Removal, RemoveReport, remove_in_place, remove_stop_gradient
+from .insert import insert_in_place, insert_stop_gradient
+from .listing import list_stop_gradients
+from .remove import remove_in_place, remove_stop_gradient
+from .reports import (
+    InsertReport,
+    Insertion,
+    ListReport,
+    Removal,
+    RemoveReport,
+    Skipped,
+    StopGradientInfo,
+)
 
 __all__ = [
     "insert_stop_gradient",

@@ -29,7 +29,7 @@ class Read:
     (a branch or loop body that passes an outer tensor straight through).
     """
 
-    scope: Scope
+    scope: Scope = field(repr=False)
     index: int | None
     slot: int
 
@@ -78,9 +78,9 @@ class Read:
 class Scope:
     """A graph, where it sits in the model, and what the scan found in it."""
 
-    graph: onnx.GraphProto
+    graph: onnx.GraphProto = field(repr=False)
     path: str
-    parent: Scope | None = None
+    parent: Scope | None = field(default=None, repr=False)
     holder_index: int | None = None
     reads: dict[str, list[Read]] = field(default_factory=dict)
     #: watched name -> index of the node that outputs it
@@ -89,9 +89,9 @@ class Scope:
     declared: set[str] = field(default_factory=set)
     #: watched names used here in any other role (node names, graph outputs, value_info)
     other: set[str] = field(default_factory=set)
-    value_info: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
-    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
-    children: list[Scope] = field(default_factory=list)
+    value_info: dict[str, onnx.ValueInfoProto] = field(default_factory=dict, repr=False)
+    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict, repr=False)
+    children: list[Scope] = field(default_factory=list, repr=False)
 
     def defines(self, name: str) -> bool:
         return name in self.produced or name in self.declared

@@ -23,77 +23,9 @@ from ._model import ModelInput, open_model
 from ._naming import NameAllocator
 from ._scope import Read, Scope, iter_scopes, resolved_reads, scan
 from ._select import node_names, not_found_message, tensor_names
+from .reports import InsertReport, Insertion, Skipped
 
-__all__ = ["Insertion", "Skipped", "InsertReport", "insert_stop_gradient", "insert_in_place"]
-
-
-@dataclass(frozen=True)
-class Insertion:
-    """One StopGradient now guarding ``tensor`` (new, or an existing one reused)."""
-
-    tensor: str
-    node: str
-    output: str
-    consumers: tuple[str, ...]
-    graph: str = ""
-    reused: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tensor": self.tensor,
-            "node": self.node,
-            "output": self.output,
-            "consumers": list(self.consumers),
-            "graph": self.graph,
-            "reused": self.reused,
-        }
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A requested tensor that needed no change, and why."""
-
-    tensor: str
-    reason: str
-    graph: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tensor": self.tensor, "reason": self.reason, "graph": self.graph}
-
-
-@dataclass(frozen=True)
-class InsertReport:
-    """What :func:`insert_stop_gradient` changed."""
-
-    inserted: tuple[Insertion, ...] = ()
-    skipped: tuple[Skipped, ...] = ()
-    opset_added: bool = False
-
-    @property
-    def modified(self) -> bool:
-        return bool(self.inserted)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "modified": self.modified,
-            "inserted": [item.to_dict() for item in self.inserted],
-            "skipped": [item.to_dict() for item in self.skipped],
-            "opset_added": self.opset_added,
-        }
-
-    def summary(self) -> str:
-        lines = []
-        for item in self.inserted:
-            where = f" in {item.graph}" if item.graph else ""
-            verb = "reused" if item.reused else "inserted"
-            readers = ", ".join(item.consumers)
-            lines.append(f"{verb} {item.node}{where}: {item.tensor} -> {item.output} (read by {readers})")
-        for item in self.skipped:
-            where = f" in {item.graph}" if item.graph else ""
-            lines.append(f"unchanged {item.tensor}{where}: {item.reason}")
-        if not self.inserted:
-            lines.append("nothing to do: the model is unchanged")
-        return "\n".join(lines)
+__all__ = ["insert_stop_gradient", "insert_in_place"]
 
 
 @dataclass
@@ -178,8 +110,8 @@ def _stop(
     if producer is not None and is_stop_gradient(owner.graph.node[producer]):
         return Skipped(target, "it is the output of a StopGradient already", owner.path)
     reads = resolved_reads(owner, target)
-    stops = [r for r in reads if r.scope is owner and r.index is not None and is_stop_gradient(r.node)]
-    open_reads = [r for r in reads if not (r.scope is owner and r in stops)]
+    stops = [r for r in reads if r.index is not None and is_stop_gradient(r.node)]
+    open_reads = [r for r in reads if r not in stops]
     if only is not None:
         open_reads = _select_consumers(owner, target, only, open_reads, stops, model)
     if not open_reads:
@@ -187,7 +119,7 @@ def _stop(
         return Skipped(target, reason, owner.path)
 
     first_reader = min(r.top_index(owner) for r in open_reads)
-    reusable = [s for s in stops if s.index is not None and s.index < first_reader]
+    reusable = [s for s in stops if s.scope is owner and s.index is not None and s.index < first_reader]
     if reusable:
         stop_node = reusable[0].node
         assert stop_node is not None

@@ -20,67 +20,9 @@ from ..errors import TensorNotFoundError
 from ._model import ModelInput, open_model
 from ._scope import Read, Scope, iter_scopes, resolved_reads, scan, subgraph_attributes
 from ._select import not_found_message
+from .reports import Removal, RemoveReport
 
-__all__ = ["Removal", "RemoveReport", "remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite"]
-
-
-@dataclass(frozen=True)
-class Removal:
-    """One StopGradient taken out (``as_identity``: replaced by an Identity)."""
-
-    node: str
-    input: str
-    output: str
-    consumers: tuple[str, ...]
-    graph: str = ""
-    as_identity: bool = False
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "input": self.input,
-            "output": self.output,
-            "consumers": list(self.consumers),
-            "graph": self.graph,
-            "as_identity": self.as_identity,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class RemoveReport:
-    """What :func:`remove_stop_gradient` changed."""
-
-    removed: tuple[Removal, ...] = ()
-    opset_removed: bool = False
-
-    @property
-    def modified(self) -> bool:
-        return bool(self.removed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "modified": self.modified,
-            "removed": [item.to_dict() for item in self.removed],
-            "opset_removed": self.opset_removed,
-        }
-
-    def summary(self) -> str:
-        lines = []
-        for item in self.removed:
-            where = f" in {item.graph}" if item.graph else ""
-            if item.as_identity:
-                why = f" ({item.reason})" if item.reason else ""
-                lines.append(f"replaced {item.node}{where} by Identity{why}")
-            else:
-                readers = ", ".join(item.consumers) or "nothing"
-                lines.append(f"removed {item.node}{where}: {item.output} -> {item.input} (for {readers})")
-        if not self.removed:
-            lines.append("no StopGradient to remove: the model is unchanged")
-        elif self.opset_removed:
-            lines.append(f"dropped the {DOMAIN} opset import: the model no longer needs the op library")
-        return "\n".join(lines)
+__all__ = ["remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite"]
 
 
 @dataclass(frozen=True)

@@ -136,3 +136,27 @@ def test_shadowed_name_in_a_subgraph_is_its_own_tensor():
     check(model)
     feeds = {"x": feeds_for(source)["x"], "c": np.array(True)}
     assert_same_outputs(source, model, feeds)
+
+
+def test_remove_rewires_reads_inside_branches_back():
+    source = if_model()
+    stopped, _ = insert_stop_gradient(source, "h")
+    restored, report = remove_stop_gradient(stopped)
+    assert set(report.removed[0].consumers) == {"sum", "then_mul", "else_id", "add"}
+    assert restored.graph == source.graph
+    check(restored)
+
+
+def test_a_stop_inside_a_branch_is_not_stopped_again():
+    source = if_model()
+    inner, _ = insert_stop_gradient(source, "h", consumers={"h": ["then_mul"]})
+    # Move the stop into the branch by hand: then_mul reads StopGradient(h) computed inside.
+    then_graph = _attr_graph(inner, "if", "then_branch")
+    stop = next(n for n in inner.graph.node if n.op_type == "StopGradient")
+    then_graph.node.insert(0, stop)
+    inner.graph.node.remove(stop)
+    model, report = insert_stop_gradient(inner, "h")
+    assert set(report.inserted[0].consumers) == {"sum", "else_id", "add"}
+    assert list(_attr_graph(model, "if", "then_branch").node[0].input) == ["h"]  # the inner stop
+    check(model)
+    assert_same_outputs(source, model)

@@ -1,0 +1,209 @@
+"""The frozen report dataclasses the passes return: ``to_dict()`` for JSON, ``summary()`` for people."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .._names import DOMAIN
+
+__all__ = [
+    "Insertion",
+    "Skipped",
+    "InsertReport",
+    "Removal",
+    "RemoveReport",
+    "StopGradientInfo",
+    "ListReport",
+]
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """One StopGradient now guarding ``tensor`` (new, or an existing one reused)."""
+
+    tensor: str
+    node: str
+    output: str
+    consumers: tuple[str, ...]
+    graph: str = ""
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tensor": self.tensor,
+            "node": self.node,
+            "output": self.output,
+            "consumers": list(self.consumers),
+            "graph": self.graph,
+            "reused": self.reused,
+        }
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A requested tensor that needed no change, and why."""
+
+    tensor: str
+    reason: str
+    graph: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tensor": self.tensor, "reason": self.reason, "graph": self.graph}
+
+
+@dataclass(frozen=True)
+class InsertReport:
+    """What :func:`insert_stop_gradient` changed."""
+
+    inserted: tuple[Insertion, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    opset_added: bool = False
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.inserted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modified": self.modified,
+            "inserted": [item.to_dict() for item in self.inserted],
+            "skipped": [item.to_dict() for item in self.skipped],
+            "opset_added": self.opset_added,
+        }
+
+    def summary(self) -> str:
+        lines = []
+        for item in self.inserted:
+            where = f" in {item.graph}" if item.graph else ""
+            verb = "reused" if item.reused else "inserted"
+            readers = ", ".join(item.consumers)
+            lines.append(f"{verb} {item.node}{where}: {item.tensor} -> {item.output} (read by {readers})")
+        for item in self.skipped:
+            where = f" in {item.graph}" if item.graph else ""
+            lines.append(f"unchanged {item.tensor}{where}: {item.reason}")
+        if not self.inserted:
+            lines.append("nothing to do: the model is unchanged")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One StopGradient taken out (``as_identity``: replaced by an Identity)."""
+
+    node: str
+    input: str
+    output: str
+    consumers: tuple[str, ...]
+    graph: str = ""
+    as_identity: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "input": self.input,
+            "output": self.output,
+            "consumers": list(self.consumers),
+            "graph": self.graph,
+            "as_identity": self.as_identity,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    """What :func:`remove_stop_gradient` changed."""
+
+    removed: tuple[Removal, ...] = ()
+    opset_removed: bool = False
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.removed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modified": self.modified,
+            "removed": [item.to_dict() for item in self.removed],
+            "opset_removed": self.opset_removed,
+        }
+
+    def summary(self) -> str:
+        lines = []
+        for item in self.removed:
+            where = f" in {item.graph}" if item.graph else ""
+            if item.as_identity:
+                why = f" ({item.reason})" if item.reason else ""
+                lines.append(f"replaced {item.node}{where} by Identity{why}")
+            else:
+                readers = ", ".join(item.consumers) or "nothing"
+                lines.append(f"removed {item.node}{where}: {item.output} -> {item.input} (for {readers})")
+        if not self.removed:
+            lines.append("no StopGradient to remove: the model is unchanged")
+        elif self.opset_removed:
+            lines.append(f"dropped the {DOMAIN} opset import: the model no longer needs the op library")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StopGradientInfo:
+    """One StopGradient node: where it is and which nodes read its output."""
+
+    node: str
+    input: str
+    output: str
+    consumers: tuple[str, ...]
+    graph: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "input": self.input,
+            "output": self.output,
+            "consumers": list(self.consumers),
+            "graph": self.graph,
+        }
+
+
+@dataclass(frozen=True)
+class ListReport:
+    """Every StopGradient, and the float initializers no gradient reaches because of them.
+
+    ``frozen_parameters`` reach the graph outputs only through StopGradient nodes;
+    ``partially_blocked_parameters`` still get a gradient, but some of their paths are stopped.
+    """
+
+    stops: tuple[StopGradientInfo, ...] = ()
+    frozen_parameters: tuple[str, ...] = ()
+    partially_blocked_parameters: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stop_gradients": [item.to_dict() for item in self.stops],
+            "frozen_parameters": list(self.frozen_parameters),
+            "partially_blocked_parameters": list(self.partially_blocked_parameters),
+        }
+
+    def summary(self) -> str:
+        if not self.stops:
+            return "no StopGradient nodes"
+        lines = [f"{len(self.stops)} StopGradient node(s):"]
+        for item in self.stops:
+            where = f" [{item.graph}]" if item.graph else ""
+            readers = ", ".join(item.consumers) or "nothing"
+            lines.append(f"  {item.node}{where}: {item.input} -> {item.output}, read by {readers}")
+        lines.append(_parameter_line("frozen (no gradient reaches them)", self.frozen_parameters))
+        if self.partially_blocked_parameters:
+            lines.append(
+                _parameter_line("partly blocked (still trained)", self.partially_blocked_parameters)
+            )
+        return "\n".join(lines)
+
+
+def _parameter_line(title: str, names: tuple[str, ...], limit: int = 20) -> str:
+    if not names:
+        return f"{title}: none"
+    shown = ", ".join(names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"{title}: {len(names)}: {shown}{more}"
