@@ -114,7 +114,12 @@ def _stop_gradient_op() -> Callable[[torch.Tensor], torch.Tensor]:
 
 def translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     """``custom_translation_table`` entry for ``torch.onnx.export(..., dynamo=True)``."""
-    from onnxscript import values  # needed by the dynamo exporter anyway
+    try:
+        from onnxscript import values  # the dynamo exporter needs it anyway
+    except ImportError as exc:
+        raise StopGradError(
+            "the dynamo exporter needs onnxscript; `pip install onnxscript` or use dynamo=False"
+        ) from exc
 
     _stop_gradient_op()
     opset = values.Opset(DOMAIN, OPSET_VERSION)
@@ -303,20 +308,15 @@ def export(
     if not directory.is_dir():
         raise ModelSaveError(f"{path}: directory {directory} does not exist; create it first")
     dynamo = bool(options.pop("dynamo", False))
-    if dynamo:
-        table = dict(options.pop("custom_translation_table", None) or {})
-        table.update(translation_table())
-        options["custom_translation_table"] = table
-    else:
-        custom_opsets = dict(options.pop("custom_opsets", None) or {})
-        custom_opsets[DOMAIN] = OPSET_VERSION
-        options["custom_opsets"] = custom_opsets
+    options = _with_stop_gradient_translation(dynamo, options)
     if isinstance(args, torch.Tensor):
         args = (args,)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=directory))
     except OSError as exc:
-        raise ModelSaveError(f"{path}: cannot write here ({exc.strerror}); choose another output") from exc
+        raise ModelSaveError(
+            f"{path}: cannot write here ({exc.strerror}); choose another output"
+        ) from exc
     try:
         staged = staging / path.name
         with keep_detach(module) as record:
@@ -329,11 +329,26 @@ def export(
         _io.save_model(model, path, source_dir=staging.resolve())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    stops = sum(1 for node in model.graph.node if (node.domain, node.op_type) == (DOMAIN, OP_TYPE))
+    stops = sum((node.domain, node.op_type) == (DOMAIN, OP_TYPE) for node in model.graph.node)
     if record.converted and not stops:
         log.warning("%d detach call(s) converted but none reaches the outputs", record.converted)
     log.info("exported %s: %d StopGradient node(s)", path, stops)
-    return ExportReport(path, "dynamo" if dynamo else "torchscript", record.converted, stops, lowered)
+    exporter = "dynamo" if dynamo else "torchscript"
+    return ExportReport(path, exporter, record.converted, stops, lowered)
+
+
+def _with_stop_gradient_translation(dynamo: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The user's export options plus what each exporter needs to emit StopGradient."""
+    options = dict(options)
+    if dynamo:
+        table = dict(options.pop("custom_translation_table", None) or {})
+        table.update(translation_table())
+        options["custom_translation_table"] = table
+    else:
+        custom_opsets = dict(options.pop("custom_opsets", None) or {})
+        custom_opsets[DOMAIN] = OPSET_VERSION
+        options["custom_opsets"] = custom_opsets
+    return options
 
 
 def _finish(model: onnx.ModelProto) -> int | None:

@@ -35,7 +35,9 @@ def torch_step(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]):
     loss.backward()
     grads = {name: p.grad for name, p in module.named_parameters()}
     updated = {
-        name: (p - LEARNING_RATE * p.grad).detach().numpy() for name, p in module.named_parameters() if p.grad is not None
+        name: (p - LEARNING_RATE * p.grad).detach().numpy()
+        for name, p in module.named_parameters()
+        if p.grad is not None
     }
     return loss.item(), grads, updated
 
@@ -81,3 +83,38 @@ def test_ort_training_step_matches_pytorch(case: Case, exporter: str, tmp_path: 
         np.testing.assert_array_equal(
             state.parameters[name].data, dict(module.named_parameters())[name].detach().numpy()
         )
+
+
+class _FrozenBackbonePredictor(torch.nn.Module):
+    """Outputs predictions; the loss comes from generate_artifacts (ORT's MSELoss block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh())
+        self.head = torch.nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(x)
+        return self.head(features.detach()) + 0.1 * features[:, :2]
+
+
+def test_ort_training_with_generate_artifacts_loss(tmp_path: Path) -> None:
+    module = _FrozenBackbonePredictor()
+    gen = torch.Generator().manual_seed(4)
+    x, target = torch.randn(5, 6, generator=gen), torch.randn(5, 2, generator=gen)
+    report = sg_torch.export(module, (x,), tmp_path / "model.onnx", input_names=["x"])
+    loss = torch.nn.functional.mse_loss(module(x), target)
+    loss.backward()
+
+    artifacts = generate_artifacts(
+        report.path, loss="mse", optimizer="sgd", artifact_directory=tmp_path / "artifacts"
+    )
+    # backbone still trains through the skip term, only its detached use is cut
+    assert sorted(artifacts.trainable) == sorted(n for n, _ in module.named_parameters())
+    state, ort_module, _ = load(tmp_path / "artifacts")
+    ort_module.train()
+    ort_loss = ort_module(x.numpy(), target.numpy())
+    assert_close(np.asarray(ort_loss), np.asarray(loss.item()), "loss")
+    for name, parameter in module.named_parameters():
+        assert_close(state.parameters[name].grad, parameter.grad.numpy(), f"grad {name}")
