@@ -32,11 +32,15 @@ def artifact_paths(artifact_directory: str | os.PathLike[str], prefix: str = "")
 
 
 def load(
-    artifact_directory: str | os.PathLike[str], device: str = "cpu", prefix: str = ""
+    artifact_directory: str | os.PathLike[str],
+    device: str = "cpu",
+    prefix: str = "",
+    options: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Return ORT's ``(CheckpointState, Module, Optimizer)``; Optimizer is None without one.
 
-    The StopGradient library is registered with the sessions, so models with stops run.
+    The StopGradient library is registered with the sessions (added to ``options``, an
+    ``onnxruntime.SessionOptions``, when given), so models with stops run.
     """
     _ort.ort_artifacts()
     from onnxruntime.training import api
@@ -44,7 +48,7 @@ def load(
     from .._library import session_options
 
     paths = artifact_paths(artifact_directory, prefix)
-    options = session_options()
+    options = session_options(options)
     try:
         state = api.CheckpointState.load_checkpoint(str(paths["checkpoint"]))
         module = api.Module(
