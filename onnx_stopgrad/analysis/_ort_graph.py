@@ -49,8 +49,8 @@ def ort_training_version() -> tuple[str | None, str | None]:
         return None, f"onnxruntime is not installed ({exc})"
     if not hasattr(state, "GradientGraphBuilder"):
         return None, (
-            f"onnxruntime {onnxruntime.__version__} has no training runtime "
-            "(install onnxruntime-training-cpu==1.19.2 for exact counts)"
+            f"onnxruntime {onnxruntime.__version__} has no training runtime"
+            "; install onnxruntime-training-cpu==1.19.2 for exact counts"
         )
     return onnxruntime.__version__, None
 
