@@ -101,12 +101,12 @@ def insert(
       onnx-stopgrad insert model.onnx --at h --consumer /head/Gemm -o out.onnx
       onnx-stopgrad insert model.onnx --match '/encoder/layers.0/*' --in-place
     """
+    if not (ats or globs or regexes):
+        raise click.UsageError("name the tensors to stop with --at, --match or --regex")
     pairs = _pair_consumers(ctx, ats, consumers)
     target_path = resolve_output(model, output, in_place)
     proto, source_dir = load_model(model)
     targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
-    if not targets:
-        raise click.UsageError("name the tensors to stop with --at, --match or --regex")
     report = insert_in_place(proto, targets, pairs)
     written = _write(proto, target_path, source_dir, report.modified, in_place)
     emit(report, as_json, wrote=written)

@@ -39,23 +39,23 @@ class StopSite:
 def find_stops(model: onnx.ModelProto) -> tuple[Scope, list[StopSite]]:
     """Every StopGradient node of every graph, with a scan of who reads their outputs."""
     outputs: set[str] = set()
-    located: list[tuple[str, int]] = []  # (scope path, index)
-    _collect(model.graph, "", outputs, located)
+    located: list[tuple[int, int]] = []  # (graph number in depth-first order, node index)
+    _collect(model.graph, outputs, located, [0])
     root = scan(model, outputs)
-    by_path = {scope.path: scope for scope in iter_scopes(root)}
-    stops = [StopSite(by_path[path], index, by_path[path].graph.node[index]) for path, index in located]
-    return root, stops
+    scopes = list(iter_scopes(root))  # the same depth-first order as _collect
+    return root, [StopSite(scopes[number], index, scopes[number].graph.node[index]) for number, index in located]
 
 
-def _collect(graph: onnx.GraphProto, path: str, outputs: set[str], located: list[tuple[str, int]]) -> None:
+def _collect(graph: onnx.GraphProto, outputs: set[str], located: list[tuple[int, int]], counter: list[int]) -> None:
+    number = counter[0]
+    counter[0] += 1
     for index, node in enumerate(graph.node):
         if is_stop_gradient(node):
-            located.append((path, index))
+            located.append((number, index))
             outputs.update(node.output)
         if node.attribute:
-            label = node_label(node, index)
-            for attr_name, sub in subgraph_attributes(node):
-                _collect(sub, f"{path}/{label}:{attr_name}" if path else f"{label}:{attr_name}", outputs, located)
+            for _, sub in subgraph_attributes(node):
+                _collect(sub, outputs, located, counter)
 
 
 def readers_of(stop: StopSite) -> list[Read]:

@@ -95,9 +95,13 @@ def test_consumer_pairs_with_the_preceding_at(model_path: Path, tmp_path: Path):
     assert code == 0 and _inputs(out, "mul") == ["h_stopgrad", "W"] and _inputs(out, "add") == ["h", "n"]
 
 
-def test_consumer_without_at_is_a_usage_error(model_path: Path):
+def test_usage_errors(model_path: Path):
     code, _, err = _run("insert", model_path, "--consumer", "add", "--at", "h")
     assert code == 2 and "--consumer NODE must follow the --at TENSOR" in err
+    code, _, err = _run("insert", model_path)
+    assert code == 2 and "name the tensors to stop with --at, --match or --regex" in err
+    code, _, err = _run("insert", model_path, "--at", "h", "--in-place", "-o", model_path.with_name("x.onnx"))
+    assert code == 2 and "either --in-place or -o" in err
 
 
 def test_match_and_regex(model_path: Path, tmp_path: Path):
