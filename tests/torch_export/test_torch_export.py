@@ -11,18 +11,16 @@ import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")  # the dynamo exporter needs it
 
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 from onnx.reference.op_run import OpRun  # noqa: E402
-from torch_export_cases import CASES, Case, build  # noqa: E402
+from torch_export_cases import CASES, EXPORTERS, Case, build, needs_onnxscript  # noqa: E402
 
 from onnx_stopgrad import torch as sg_torch  # noqa: E402
 from onnx_stopgrad._io import external_data_files  # noqa: E402
 from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION  # noqa: E402
 from onnx_stopgrad.errors import ModelSaveError, StopGradError  # noqa: E402
 
-EXPORTERS = {"torchscript": False, "dynamo": True}
 ORIGINALS = (torch.Tensor.detach, torch.Tensor.detach_, torch.detach)
 
 
@@ -61,7 +59,7 @@ def feeds(model: onnx.ModelProto, inputs: tuple[torch.Tensor, ...]) -> dict[str,
 def export_case(case: Case, exporter: str, tmp_path: Path):
     module, inputs = build(case)
     report = sg_torch.export(
-        module, inputs, tmp_path / f"{case.name}.onnx", dynamo=EXPORTERS[exporter], verbose=False
+        module, inputs, tmp_path / f"{case.name}.onnx", dynamo=exporter == "dynamo", verbose=False
     )
     return module, inputs, report, onnx.load(str(report.path))
 
@@ -138,7 +136,7 @@ class _Tricky(torch.nn.Module):
 def test_dead_inplace_functional_and_integer_detach(exporter: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     module, x = _Tricky(), torch.randn(3, 4)
-    report = sg_torch.export(module, (x,), tmp_path / "m.onnx", dynamo=EXPORTERS[exporter])
+    report = sg_torch.export(module, (x,), tmp_path / "m.onnx", dynamo=exporter == "dynamo")
     model = onnx.load(str(report.path))
     # detach_ on g and torch.detach(g) stay (chained); the dead one and the int one vanish.
     assert report.converted == 3
@@ -172,6 +170,7 @@ def test_eager_code_inside_keep_detach_is_unchanged() -> None:
     assert torch.Tensor.detach is ORIGINALS[0]
 
 
+@needs_onnxscript
 def test_keep_detach_with_plain_dynamo_export(tmp_path: Path) -> None:
     module, inputs = build(CASES[0])
     with sg_torch.keep_detach() as record:
@@ -224,6 +223,7 @@ def test_module_imports_the_real_torch() -> None:
     assert sg_torch.__name__ == "onnx_stopgrad.torch"
 
 
+@needs_onnxscript
 def test_dynamo_exporter_captures_non_strictly_only_while_active() -> None:
     """Strict capture (TorchDynamo) records aten.detach without calling our method."""
     from torch.onnx._internal.exporter import _capture_strategies as strategies

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime.training")
 
-from torch_export_cases import CASES, Case, build  # noqa: E402
+from torch_export_cases import CASES, EXPORTERS, Case, build  # noqa: E402
 
 from onnx_stopgrad import torch as sg_torch  # noqa: E402
 from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
@@ -42,7 +41,7 @@ def torch_step(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]):
     return loss.item(), grads, updated
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_ort_training_step_matches_pytorch(case: Case, exporter: str, tmp_path: Path) -> None:
     module, inputs = build(case)

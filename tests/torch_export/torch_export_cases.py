@@ -8,10 +8,18 @@ with ONNX Runtime training, its gradients against PyTorch autograd.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 
+import pytest
 import torch
 from torch import nn
+
+#: torch.onnx's dynamo exporter needs onnxscript; the TorchScript one does not.
+needs_onnxscript = pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None, reason="dynamo exporter needs onnxscript"
+)
+EXPORTERS = ("torchscript", pytest.param("dynamo", marks=needs_onnxscript))
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
