@@ -58,13 +58,37 @@ void ORT_API_CALL ReleaseIndexPair(int* input_index, int* output_index) {
   delete[] output_index;
 }
 
+// Output shape = input shape, so that ORT's graph optimizers (e.g. MatMul+Add -> Gemm
+// after a stop) see the shape they would see without the stop. Left unset where the C API
+// cannot say it exactly: rank 0 (a scalar and an unknown rank look alike) and unnamed
+// unknown dims (they would come back as dim_value -1).
+OrtStatusPtr ORT_API_CALL InferOutputShape(const OrtCustomOp* op, OrtShapeInferContext* context) noexcept {
+  const OrtApi& api = *AsStopGradient(op).api;
+  return CatchAll(api, [&]() -> OrtStatusPtr {
+    OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by the context
+    ONNX_STOPGRAD_RETURN_IF_ERROR(api.ShapeInferContext_GetInputTypeShape(context, 0, &info));
+    size_t rank = 0;
+    ONNX_STOPGRAD_RETURN_IF_ERROR(api.GetDimensionsCount(info, &rank));
+    if (rank == 0) return nullptr;
+    std::vector<int64_t> dims(rank);
+    std::vector<const char*> names(rank, nullptr);
+    ONNX_STOPGRAD_RETURN_IF_ERROR(api.GetDimensions(info, dims.data(), rank));
+    ONNX_STOPGRAD_RETURN_IF_ERROR(api.GetSymbolicDimensions(info, names.data(), rank));
+    for (size_t i = 0; i < rank; ++i) {
+      if (dims[i] < 0 && (names[i] == nullptr || names[i][0] == '\0')) return nullptr;
+    }
+    return api.ShapeInferContext_SetOutputTypeShape(context, 0, info);
+  });
+}
+
 }  // namespace
 
-void InitStopGradientOp(StopGradientOp& op, uint32_t api_version, const char* provider,
+void InitStopGradientOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version, const char* provider,
                         ONNXTensorElementDataType element_type,
                         OrtStatusPtr(ORT_API_CALL* compute)(void* kernel, OrtKernelContext* context)) {
   OrtCustomOp& base = op;
   base = OrtCustomOp{};
+  op.api = &api;
   op.provider = provider;
   op.element_type = element_type;
 
@@ -89,6 +113,7 @@ void InitStopGradientOp(StopGradientOp& op, uint32_t api_version, const char* pr
   base.KernelDestroy = DestroyKernel;
   base.GetMayInplace = GetInputZeroOutputZero;
   base.ReleaseMayInplace = ReleaseIndexPair;
+  base.InferOutputShapeFn = InferOutputShape;
   base.GetAliasMap = GetInputZeroOutputZero;
   base.ReleaseAliasMap = ReleaseIndexPair;
 }

@@ -13,6 +13,7 @@ namespace onnx_stopgrad {
 // An OrtCustomOp plus what its callbacks need to know. ORT hands the callbacks the
 // OrtCustomOp pointer, which is static_cast back to this type.
 struct StopGradientOp : OrtCustomOp {
+  const OrtApi* api = nullptr;     // the negotiated API (callbacks without a kernel need it)
   const char* provider = nullptr;  // nullptr: CPUExecutionProvider
   ONNXTensorElementDataType element_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // UNDEFINED: any
 };
@@ -23,9 +24,9 @@ struct StopGradientKernel {
 };
 
 // Fills the callbacks common to every variant (name, one required input and output of
-// `element_type`, output 0 aliases input 0, kernel creation and destruction).
-// `compute` does the per-provider work.
-void InitStopGradientOp(StopGradientOp& op, uint32_t api_version, const char* provider,
+// `element_type`, output 0 aliases input 0, output shape = input shape, kernel creation
+// and destruction). `compute` does the per-provider work.
+void InitStopGradientOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version, const char* provider,
                         ONNXTensorElementDataType element_type,
                         OrtStatusPtr(ORT_API_CALL* compute)(void* kernel, OrtKernelContext* context));
 

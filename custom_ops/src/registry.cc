@@ -31,16 +31,16 @@ std::mutex registry_mutex;
 std::vector<std::unique_ptr<OpSet>> op_sets;
 std::vector<OrtCustomOpDomain*> domains;
 
-const OpSet& OpsFor(uint32_t api_version) {
+const OpSet& OpsFor(const OrtApi& api, uint32_t api_version) {
   for (const auto& set : op_sets) {
     if (set->api_version == api_version) return *set;
   }
   auto set = std::make_unique<OpSet>();
   set->api_version = api_version;
-  InitStopGradientCpuOp(set->cpu, api_version);
+  InitStopGradientCpuOp(set->cpu, api, api_version);
 #ifdef ONNX_STOPGRAD_WITH_CUDA
   for (size_t i = 0; i < kCudaElementTypes.size(); ++i) {
-    InitStopGradientCudaOp(set->cuda[i], api_version, kCudaElementTypes[i]);
+    InitStopGradientCudaOp(set->cuda[i], api, api_version, kCudaElementTypes[i]);
   }
 #endif
   op_sets.push_back(std::move(set));
@@ -89,7 +89,7 @@ OrtStatusPtr TooOldRuntime(const OrtApiBase& base) {
 
 OrtStatusPtr Register(OrtSessionOptions* options, const OrtApi& api, uint32_t api_version) {
   std::lock_guard<std::mutex> lock(registry_mutex);
-  const OpSet& ops = OpsFor(api_version);
+  const OpSet& ops = OpsFor(api, api_version);
   OrtCustomOpDomain* domain = nullptr;
   ONNX_STOPGRAD_RETURN_IF_ERROR(api.CreateCustomOpDomain(kDomain, &domain));
   domains.push_back(domain);

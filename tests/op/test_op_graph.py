@@ -99,3 +99,11 @@ def test_repeated_runs_and_shapes(session_factory):
         x = rng.standard_normal(shape).astype(np.float32)
         (y,) = session.run(None, {"x": x})
         np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("shape", [["batch", 3], [2, 0], [1, "n", 5]])
+def test_runtime_sees_the_output_shape(ort, session_factory, shape):
+    """ORT's own shape inference carries the input's shape through the stop (what its
+    optimizers, e.g. MatMul+Add -> Gemm after a stop, rely on)."""
+    model = make_model([stop_gradient("x", "y")], [_info("x", shape=shape)], [_info("y")])
+    assert session_factory(model).get_outputs()[0].shape == shape

@@ -39,8 +39,8 @@ OrtStatusPtr ORT_API_CALL ComputeCpu(void* kernel, OrtKernelContext* context) no
 
 }  // namespace
 
-void InitStopGradientCpuOp(StopGradientOp& op, uint32_t api_version) {
-  InitStopGradientOp(op, api_version, /*provider=*/nullptr, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
+void InitStopGradientCpuOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version) {
+  InitStopGradientOp(op, api, api_version, /*provider=*/nullptr, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
                      ComputeCpu);
 }
 

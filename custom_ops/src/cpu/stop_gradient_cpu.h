@@ -7,6 +7,6 @@
 namespace onnx_stopgrad {
 
 // The CPU variant accepts any element type (the output takes the input's type).
-void InitStopGradientCpuOp(StopGradientOp& op, uint32_t api_version);
+void InitStopGradientCpuOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version);
 
 }  // namespace onnx_stopgrad

@@ -37,8 +37,9 @@ OrtStatusPtr ORT_API_CALL ComputeCuda(void* kernel, OrtKernelContext* context) n
 
 }  // namespace
 
-void InitStopGradientCudaOp(StopGradientOp& op, uint32_t api_version, ONNXTensorElementDataType element_type) {
-  InitStopGradientOp(op, api_version, kCudaProvider, element_type, ComputeCuda);
+void InitStopGradientCudaOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version,
+                            ONNXTensorElementDataType element_type) {
+  InitStopGradientOp(op, api, api_version, kCudaProvider, element_type, ComputeCuda);
 }
 
 }  // namespace onnx_stopgrad

@@ -18,6 +18,7 @@ inline constexpr std::array<ONNXTensorElementDataType, 13> kCudaElementTypes = {
     ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL,
 };
 
-void InitStopGradientCudaOp(StopGradientOp& op, uint32_t api_version, ONNXTensorElementDataType element_type);
+void InitStopGradientCudaOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version,
+                            ONNXTensorElementDataType element_type);
 
 }  // namespace onnx_stopgrad
