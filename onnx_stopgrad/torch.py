@@ -292,7 +292,7 @@ def export(
     """``torch.onnx.export`` that keeps every live ``detach`` as a StopGradient node.
 
     ``options`` go to ``torch.onnx.export`` (``dynamo`` defaults to False: the TorchScript
-    exporter). The model gets the op library's opset import and an IR version ONNX
+    exporter; ``verbose`` defaults to False). The model gets the op library's opset import and an IR version ONNX
     Runtime 1.19 loads (<= 10); with ``check`` it must pass the full ONNX checker. The
     file is written atomically: on any error nothing is written.
     """
@@ -340,6 +340,7 @@ def export(
 def _with_stop_gradient_translation(dynamo: bool, options: dict[str, Any]) -> dict[str, Any]:
     """The user's export options plus what each exporter needs to emit StopGradient."""
     options = dict(options)
+    options.setdefault("verbose", False)  # the dynamo exporter prints its progress otherwise
     if dynamo:
         table = dict(options.pop("custom_translation_table", None) or {})
         table.update(translation_table())
