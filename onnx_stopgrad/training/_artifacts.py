@@ -97,6 +97,8 @@ def generate_artifacts(
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
+    if custom_op_library is None and stops:
+        custom_op_library = _stop_library()
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     staging = make_staging_dir(target)
     try:
@@ -133,6 +135,19 @@ def generate_artifacts(
         gradient_nodes=gradient_nodes,
         gradient_nodes_without_stops=without,
     )
+
+
+def _stop_library() -> str | None:
+    """The op library, registered while ORT builds (the stops are out of the graph then,
+    so a missing library only matters later, when the artifacts run)."""
+    from .._library import get_library_path
+    from ..errors import LibraryError
+
+    try:
+        return get_library_path()
+    except LibraryError as exc:
+        log.warning("%s; the artifacts are built, but need it to run", exc)
+        return None
 
 
 def _load_complete(model: ModelLike) -> onnx.ModelProto:
@@ -211,7 +226,7 @@ def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: 
     if library is None and has_stops:
         from .._library import get_library_path
 
-        library = get_library_path()
+        library = get_library_path()  # converting a model with stops needs it: raise if missing
     for path in sorted(staging.glob(f"{prefix}*_model.onnx")):
         try:
             convert_onnx_models_to_ort(

@@ -24,6 +24,7 @@ MAX_OPSET = 21
 # op_type -> number of outputs ORT 1.19's gradient builder reads (it indexes them).
 _OUTPUTS_FOR_GRADIENT = {
     "LayerNormalization": (3, ("mean", "inv_std_dev")),
+    "Dropout": (2, ("mask",)),
 }
 
 
@@ -43,6 +44,7 @@ def apply_fixups(model: onnx.ModelProto) -> list[str]:
         changes.append(f"IR version {old_ir} -> {MAX_IR_VERSION} (ONNX Runtime 1.19 loads <= 10)")
     changes.extend(_downgrade_opset(model))
     changes.extend(_add_gradient_outputs(model.graph))
+    changes.extend(_cast_like_to_cast(model))
     for change in changes:
         log.info("adjusted: %s", change)
     return changes
@@ -93,6 +95,43 @@ def _add_gradient_outputs(graph: onnx.GraphProto) -> list[str]:
         f"{n} {op} node(s): added the unused outputs ORT's gradient builder reads"
         for op, n in fixed.items()
     ]
+
+
+def _cast_like_to_cast(model: onnx.ModelProto) -> list[str]:
+    """CastLike has no gradient builder in ORT 1.19; Cast to the known type is the same op."""
+    nodes = [n for n in model.graph.node if n.op_type == "CastLike" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return []
+    types = _element_types(model)
+    changed = 0
+    for node in nodes:
+        to = types.get(node.input[1])
+        if not to:
+            continue
+        kept = [a for a in node.attribute if a.name == "saturate"]
+        del node.attribute[:]
+        node.attribute.extend([onnx.helper.make_attribute("to", to), *kept])
+        node.op_type = "Cast"
+        del node.input[1:]
+        changed += 1
+    if changed < len(nodes):
+        log.warning("%d CastLike node(s) kept: the type to cast to is unknown", len(nodes) - changed)
+    return [f"{changed} CastLike node(s) -> Cast (ORT 1.19 has no CastLike gradient)"] if changed else []
+
+
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:  # best effort: what the model declares
+        graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+    return {name: t for name, t in types.items() if t}
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -17,6 +17,8 @@ __all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param"]
 
 log = logging.getLogger(__name__)
 
+_NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S+)")
+_FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
 
 
@@ -63,7 +65,15 @@ def unreachable_param(exc: BaseException) -> str | None:
 
 def ort_error(exc: BaseException, action: str) -> TrainingError:
     """A one-line TrainingError for an exception ONNX Runtime raised during ``action``."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(exc).__name__
-    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", reason)
-    return TrainingError(f"ONNX Runtime could not {action}: {reason}")
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    missing = _NO_GRADIENT.search(text)
+    if missing:
+        return TrainingError(
+            f"ONNX Runtime 1.19 has no gradient for {missing.group(1)} (node {missing.group(2)}); "
+            "freeze the parameters before it (--frozen) or put a StopGradient after it"
+        )
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    check = _FAILED_CHECK.search(text)
+    if check:  # "<file>:<line> <C++ signature> <condition> was false. <message>"
+        text = check.group(2).strip() or f"internal check '{check.group(1).split(') ')[-1]}' failed"
+    return TrainingError(f"ONNX Runtime could not {action}: {text}")

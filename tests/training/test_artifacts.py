@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -77,23 +78,47 @@ def test_without_stops_same_artifacts_as_ort(tmp_path):
 class _Encoder(torch.nn.Module):
     """Two transformer layers with a stop between them and a classification head."""
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
-        self.l1 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-        self.l2 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.l1 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=dropout, batch_first=True)
+        self.l2 = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=dropout, batch_first=True)
         self.head = torch.nn.Linear(16, 3)
 
     def forward(self, x, stop=detach):
         return self.head(self.l2(stop(self.l1(x))).mean(1))
 
 
-def test_transformer_export_in_training_mode(tmp_path):
-    """LayerNormalization exported with one output: fixed, reported, and gradients right."""
+def _encoder(dropout: float = 0.0) -> _Encoder:
     torch.manual_seed(0)
-    encoder = _Encoder()
+    encoder = _Encoder(dropout).train()
     with torch.no_grad():  # distinct values: exporters merge initializers that are equal
         for p in encoder.parameters():
             p.add_(0.01 * torch.randn_like(p))
+    return encoder
+
+
+def _check_encoder_training(model, encoder, x, tmp_path, adjusted: list[str]) -> None:
+    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
+    for op in adjusted:
+        assert any(op in line for line in report.adjustments), report.adjustments
+    names = {n for n, _ in encoder.named_parameters()}
+    assert set(report.trainable) == {n for n in names if not n.startswith("l1.")}
+    assert set(report.frozen) == {n for n in names if n.startswith("l1.")}
+
+    label = np.array([0, 2], dtype=np.int64)
+    case = type("C", (), {"loss": "crossentropy"})()
+    (ort_loss, ort_grads), ort_params = ort_run(tmp_path, [x], label)
+    (ref_loss, ref_grads), ref_params = torch_run(copy.deepcopy(encoder), case, [x], label, report.trainable)
+    assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    for name, expected in ref_grads.items():
+        assert np.abs(ort_grads[name] - expected).max() <= 1e-5 * np.abs(expected).max() + 1e-7, name
+    for name, expected in ref_params.items():
+        np.testing.assert_allclose(ort_params[name], expected, rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_transformer_torchscript_export(tmp_path):
+    """LayerNormalization exported with one output: fixed, reported, and gradients right."""
+    encoder = _encoder()
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -106,22 +131,56 @@ def test_transformer_export_in_training_mode(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
     model = export_torchscript(Exported().train(), (torch.from_numpy(x),), ["x"])
     assert any(n.op_type == "LayerNormalization" and len(n.output) == 1 for n in model.graph.node)
-    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
-    assert any("LayerNormalization" in line for line in report.adjustments)
-    names = {n for n, _ in encoder.named_parameters()}
-    assert set(report.trainable) == {n for n in names if not n.startswith("l1.")}
-    assert set(report.frozen) == {n for n in names if n.startswith("l1.")}
+    _check_encoder_training(model, encoder, x, tmp_path, ["LayerNormalization"])
 
-    label = np.array([0, 2], dtype=np.int64)
-    case = type("C", (), {"loss": "crossentropy"})()
-    (ort_loss, ort_grads), ort_params = ort_run(tmp_path, [x], label)
-    (ref_loss, ref_grads), ref_params = torch_run(copy.deepcopy(encoder), case, [x], label, report.trainable)
-    assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
-    for name, expected in ref_grads.items():
-        scale = np.abs(expected).max()
-        assert np.abs(ort_grads[name] - expected).max() <= 1e-5 * scale + 1e-7, name
-    for name, expected in ref_params.items():
-        np.testing.assert_allclose(ort_params[name], expected, rtol=0, atol=1e-4, err_msg=name)
+
+def test_transformer_dynamo_export(tmp_path):
+    """torch's default exporter: CastLike (no ORT gradient) and one-output LayerNorm, fixed."""
+    pytest.importorskip("onnxscript")
+    from onnx_stopgrad import torch as sg_torch
+
+    encoder = _encoder()
+
+    class Detaching(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
+
+        def forward(self, x):
+            return _Encoder.forward(self, x, stop=detach)
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sg_torch.export(Detaching().train(), (torch.from_numpy(x),), tmp_path / "m.onnx",
+                        input_names=["x"], dynamo=True, optimize=False)  # fmt: skip
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert any(n.op_type == "CastLike" for n in model.graph.node)
+    _check_encoder_training(model, encoder, x, tmp_path / "a", ["LayerNormalization", "CastLike"])
+
+
+def test_dropout_export_trains(tmp_path):
+    """Attention dropout is exported with no mask output; ORT's DropoutGrad needs it."""
+    encoder = _encoder(dropout=0.1)
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
+
+        def forward(self, x):
+            return _Encoder.forward(self, x, stop=StopForExport.apply)
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
+    model = export_torchscript(Exported().train(), (torch.from_numpy(x),), ["x"])
+    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
+    assert any("Dropout" in line for line in report.adjustments)
+    state, module, optimizer = load(tmp_path)
+    module.train()
+    before = state.parameters["head.weight"].data.copy()
+    loss = module(x, np.array([0, 2], dtype=np.int64))
+    optimizer.step()
+    assert np.isfinite(loss) and not np.array_equal(state.parameters["head.weight"].data, before)
 
 
 def test_user_lists(tmp_path):

@@ -235,6 +235,7 @@ def export_torchscript(module: torch.nn.Module, args: tuple, input_names: list[s
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module, args, buffer, input_names=input_names, output_names=["y"], dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
             do_constant_folding=False, custom_opsets={DOMAIN: OPSET_VERSION}, opset_version=17,
         )  # fmt: skip
     return onnx.load_from_string(buffer.getvalue())
