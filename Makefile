@@ -10,9 +10,17 @@ INFER_PY    := $(INFER_VENV)/bin/python
 ORT_INFERENCE := onnxruntime-gpu==1.31.*
 OP_SOURCES  := $(shell find custom_ops -type f -not -path '*/build/*' 2>/dev/null)
 
-.PHONY: setup build demo test test-fast bench clean
+.PHONY: setup graphviz build demo test test-fast bench clean
 
-setup: $(VENV)/.installed $(INFER_VENV)/.installed
+setup: $(VENV)/.installed $(INFER_VENV)/.installed graphviz
+
+# `onnx-stopgrad show` renders with Graphviz's `dot` (Debian package graphviz).
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq graphviz >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null)); \
+	  else echo "note: install Graphviz (apt-get install graphviz) for 'onnx-stopgrad show' to write SVG/PNG"; fi; }
 
 $(VENV)/.installed: pyproject.toml setup.py $(OP_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
