@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 import os
 import tempfile
@@ -228,13 +230,15 @@ def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: 
 
         library = get_library_path()  # converting a model with stops needs it: raise if missing
     for path in sorted(staging.glob(f"{prefix}*_model.onnx")):
-        try:
-            convert_onnx_models_to_ort(
-                path,
-                output_dir=staging,
-                custom_op_library_path=Path(library) if library else None,
-                optimization_styles=[OptimizationStyle.Fixed],
-            )
+        try:  # the converter prints progress: keep it off the caller's stdout
+            with contextlib.redirect_stdout(io.StringIO()) as printed, _ort.quiet_ort():
+                convert_onnx_models_to_ort(
+                    path,
+                    output_dir=staging,
+                    custom_op_library_path=Path(library) if library else None,
+                    optimization_styles=[OptimizationStyle.Fixed],
+                )
+            log.debug("%s", printed.getvalue())
         except Exception as exc:
             raise _ort.ort_error(exc, f"convert {path.name} to ORT format") from exc
 
