@@ -30,16 +30,27 @@ __all__ = ["insert_stop_gradient", "insert_in_place"]
 
 @dataclass
 class _Plan:
-    """Insertions per scope, applied after every rewiring (indices stay valid until then)."""
+    """Every change, decided before any is made: an error leaves the model as it was.
+
+    Rewiring goes first and node insertion last, so recorded node indices stay valid.
+    """
 
     nodes: dict[int, list[tuple[int, onnx.NodeProto]]] = field(default_factory=dict)
     scopes: dict[int, Scope] = field(default_factory=dict)
+    rewires: list[tuple[list[Read], str]] = field(default_factory=list)
+    infos: list[tuple[Scope, str, str]] = field(default_factory=list)
 
-    def add(self, scope: Scope, position: int, node: onnx.NodeProto) -> None:
+    def add_node(self, scope: Scope, position: int, node: onnx.NodeProto, target: str) -> None:
         self.scopes[id(scope)] = scope
         self.nodes.setdefault(id(scope), []).append((position, node))
+        self.infos.append((scope, target, node.output[0]))
 
     def apply(self) -> None:
+        for reads, name in self.rewires:
+            for read in reads:
+                read.rewire(name)
+        for scope, target, output in self.infos:
+            _copy_value_info(scope, target, output)
         for key, pending in self.nodes.items():
             graph = self.scopes[key].graph
             # Back to front, so earlier positions stay valid; equal positions keep plan order.
@@ -72,7 +83,10 @@ def insert_in_place(
     at: str | Sequence[str],
     consumers: Mapping[str, Iterable[str]] | None = None,
 ) -> InsertReport:
-    """Like :func:`insert_stop_gradient`, but changes ``model`` itself."""
+    """Like :func:`insert_stop_gradient`, but changes ``model`` itself.
+
+    Raises before changing anything when a tensor or consumer is unknown.
+    """
     wanted = {name: tuple(nodes) for name, nodes in (consumers or {}).items()}
     targets = list(dict.fromkeys([at] if isinstance(at, str) else list(at)))
     targets += [name for name in wanted if name not in targets]
@@ -128,10 +142,9 @@ def _stop(
         output, node_name = names.allocate(target)
         reused = False
         position = 0 if producer is None else producer + 1
-        plan.add(owner, position, onnx.helper.make_node(OP_TYPE, [target], [output], name=node_name, domain=DOMAIN))
-        _copy_value_info(owner, target, output)
-    for read in open_reads:
-        read.rewire(output)
+        node = onnx.helper.make_node(OP_TYPE, [target], [output], name=node_name, domain=DOMAIN)
+        plan.add_node(owner, position, node, target)
+    plan.rewires.append((open_reads, output))
     consumers = tuple(dict.fromkeys(read.label for read in open_reads))
     return Insertion(target, node_name, output, consumers, owner.path, reused)
 

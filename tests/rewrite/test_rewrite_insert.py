@@ -192,3 +192,15 @@ def test_report_serialises():
     assert data["skipped"][0]["tensor"] == "y"
     with pytest.raises(AttributeError):
         report.opset_added = False  # frozen
+
+
+def test_an_error_changes_nothing():
+    from onnx_stopgrad.passes import insert_in_place
+
+    model = chain_model()
+    before = model.SerializeToString()
+    with pytest.raises(TensorNotFoundError):
+        insert_in_place(model, ["a", "b"], consumers={"b": ["relu"]})  # b is read by add only
+    with pytest.raises(TensorNotFoundError):
+        insert_in_place(model, ["a", "nope"])
+    assert model.SerializeToString() == before
