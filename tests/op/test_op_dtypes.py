@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 from conftest import (
@@ -10,11 +12,13 @@ from conftest import (
     as_bytes,
     chain_model,
     initializer_chain_model,
+    make_model,
     output_bytes,
     random_tensor,
     run_bound,
+    stop_gradient,
 )
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 SHAPES = {"matrix": (3, 5), "scalar": (), "empty": (0,), "empty_inner": (2, 0, 3), "vector": (257,)}
 
@@ -86,3 +90,37 @@ def test_string_shapes(session_factory, shape):
     (y,) = session_factory(chain_model(TensorProto.STRING, 2)).run(None, {"x": x})
     assert y.shape == shape
     assert y.tolist() == x.tolist()
+
+
+# Packed and 8-bit float types: raw bytes in, raw bytes out (element count -> byte count).
+PACKED_TYPES = {
+    "float8e4m3fn": (TensorProto.FLOAT8E4M3FN, (5,), 5),
+    "float8e5m2": (TensorProto.FLOAT8E5M2, (2, 3), 6),
+    "int4": (TensorProto.INT4, (7,), 4),  # two elements per byte, odd count rounds up
+    "uint4": (TensorProto.UINT4, (2, 4), 4),
+}
+
+
+@pytest.mark.parametrize("length", [1, 3])
+@pytest.mark.parametrize("type_name", list(PACKED_TYPES))
+def test_float8_and_int4_bytes(ort, session_factory, type_name, length):
+    elem_type, shape, nbytes = PACKED_TYPES[type_name]
+    raw = bytes(range(0x11, 0x11 + nbytes))
+    init = helper.make_tensor("x", elem_type, shape, raw, raw=True)
+    names = ["x"] + [f"s{i}" for i in range(1, length)] + ["y"]
+    model = make_model(
+        [stop_gradient(a, b) for a, b in zip(names, names[1:])],
+        [],
+        [helper.make_tensor_value_info("y", elem_type, shape)],
+        [init],
+    )
+    try:
+        session = session_factory(model, optimization="disable")
+    except Exception as exc:
+        if f"Type 'tensor({type_name})'" in str(exc):
+            pytest.skip(f"onnxruntime {ort.__version__} has no {type_name} tensors for custom ops")
+        raise
+    (value,) = session.run_with_ort_values(["y"], {})
+    assert value.data_type() == f"tensor({type_name})"
+    assert list(value.shape()) == list(shape)
+    assert ctypes.string_at(value.data_ptr(), nbytes) == raw
