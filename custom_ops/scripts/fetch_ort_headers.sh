@@ -4,8 +4,9 @@
 #   fetch_ort_headers.sh DEST_DIR
 #
 # Tries, in order: Debian trixie's libonnxruntime-dev .deb (apt download + dpkg -x, no
-# install), then ORT's release tarball from GitHub. On success prints the include directory
-# (the folder holding onnxruntime_c_api.h) as the last line of stdout and exits 0.
+# install), then ORT's release tarball from GitHub (ORT_HEADER_SOURCES="debian tarball"
+# picks and orders them). On success prints the include directory (the folder holding
+# onnxruntime_c_api.h) as the last line of stdout and exits 0.
 set -euo pipefail
 
 DEST="${1:?usage: fetch_ort_headers.sh DEST_DIR}"
@@ -61,13 +62,17 @@ from_tarball() {
     find_header_dir "$d"
 }
 
-for source in from_debian from_tarball; do
-    if dir="$($source)" && [ -n "$dir" ]; then
-        log "headers from ${source#from_}: $dir"
+for source in ${ORT_HEADER_SOURCES:-debian tarball}; do
+    case "$source" in
+        debian | tarball) ;;
+        *) log "unknown source '$source' in ORT_HEADER_SOURCES (use: debian tarball)"; continue ;;
+    esac
+    if dir="$("from_$source")" && [ -n "$dir" ]; then
+        log "headers from $source: $dir"
         echo "$dir"
         exit 0
     fi
-    log "${source#from_} source failed"
+    log "$source source failed"
 done
 log "could not fetch ONNX Runtime headers; set ONNXRUNTIME_INCLUDE_DIR to a folder holding onnxruntime_c_api.h"
 exit 1
