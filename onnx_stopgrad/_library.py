@@ -12,12 +12,16 @@ from .errors import LibraryError
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["LIBRARY_FILE", "get_library_path", "session_options"]
+__all__ = ["LIBRARY_FILE", "check_runtime_version", "get_library_path", "session_options"]
 
 _log = logging.getLogger(__name__)
 
 #: File name of the op library inside the package's ``_lib`` folder.
 LIBRARY_FILE = "libonnx_stopgrad.so"
+
+# Session config entry that marks options which already have the library: ORT refuses a
+# session whose options register the same domain twice ("Domain already set in registry").
+_REGISTERED_KEY = "onnx_stopgrad.library_registered"
 
 
 def get_library_path() -> str:
@@ -56,17 +60,30 @@ def check_runtime_version(version: str) -> None:
         )
 
 
+def _already_registered(options: onnxruntime.SessionOptions) -> bool:
+    try:
+        return bool(options.get_session_config_entry(_REGISTERED_KEY))
+    except RuntimeError:  # ORT raises when the key is absent
+        return False
+
+
 def session_options(options: onnxruntime.SessionOptions | None = None) -> onnxruntime.SessionOptions:
-    """Return ``options`` (or new SessionOptions) with the StopGradient library registered."""
+    """Return ``options`` (or new SessionOptions) with the StopGradient library registered.
+
+    Calling it again on the same options does nothing.
+    """
     import onnxruntime
 
     check_runtime_version(onnxruntime.__version__)
     path = get_library_path()
     if options is None:
         options = onnxruntime.SessionOptions()
+    elif _already_registered(options):
+        return options
     try:
         options.register_custom_ops_library(path)
     except Exception as exc:  # ORT raises its own Fail/RuntimeError types
         raise LibraryError(f"onnxruntime could not load the StopGradient op library {path}: {exc}") from exc
+    options.add_session_config_entry(_REGISTERED_KEY, "1")
     _log.debug("registered %s with onnxruntime %s", path, onnxruntime.__version__)
     return options

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 import pytest
+from conftest import chain_model
+from onnx import TensorProto
 
 import onnx_stopgrad
 from onnx_stopgrad import _library
@@ -99,3 +102,12 @@ def test_too_old_runtime_gets_one_clear_status(library_path, max_api, version):
     assert version.decode() in message
     # Every version from the headers' down to 18 was tried before giving up.
     assert 18 in runtime.asked and max(runtime.asked) >= 19
+
+
+def test_session_options_twice_on_the_same_options(ort):
+    """ORT refuses options that register the domain twice; a second call must not do that."""
+    options = onnx_stopgrad.session_options()
+    assert onnx_stopgrad.session_options(options) is options
+    session = ort.InferenceSession(chain_model(TensorProto.FLOAT, 2), options, providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.array([1.0, -2.0], dtype=np.float32)})
+    assert y.tolist() == [1.0, -2.0]
