@@ -17,8 +17,8 @@ __all__ = ["make_staging_dir", "publish", "discard"]
 
 
 def make_staging_dir(target: Path) -> Path:
-    """A new empty hidden directory in ``target``'s parent (created if missing)."""
-    parent = target.parent
+    """A new empty hidden directory inside ``target`` if it exists, else beside it."""
+    parent = target if target.is_dir() else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))

@@ -233,12 +233,16 @@ def test_failure_half_way_keeps_old_artifacts(tmp_path, monkeypatch):
     assert model_path.read_bytes() == before
 
 
-def test_ir_version_and_custom_domain(tmp_path):
+def test_ir_version_opset_and_custom_domain(tmp_path, monkeypatch):
     model = _backbone()
+    model.opset_import[0].version = 22
     assert model.ir_version > 10
-    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
+    monkeypatch.chdir(tmp_path)  # artifact_directory=None: the current directory, like ORT
+    report = generate_artifacts(model, loss="crossentropy", optimizer="adamw")
+    assert _files(tmp_path) == ["checkpoint", "eval_model.onnx", "optimizer_model.onnx", "training_model.onnx"]
     assert any(line.startswith("IR version") for line in report.adjustments)
-    assert model.ir_version > 10, "the caller's model must not change"
+    assert any(line.startswith("opset 22 -> 21") for line in report.adjustments)
+    assert model.ir_version > 10 and model.opset_import[0].version == 22, "the caller's model changed"
     training = onnx.load(str(tmp_path / "training_model.onnx"))
     assert any(o.domain == DOMAIN for o in training.opset_import)
 
