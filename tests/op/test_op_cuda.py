@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import (
+from op_helpers import (
     BITS_ONLY,
     NUMERIC_TYPES,
     as_bytes,

@@ -6,7 +6,7 @@ import ctypes
 
 import numpy as np
 import pytest
-from conftest import (
+from op_helpers import (
     BITS_ONLY,
     NUMERIC_TYPES,
     as_bytes,

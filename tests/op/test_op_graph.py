@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_model, stop_gradient
+from op_helpers import make_model, stop_gradient
 from onnx import TensorProto, helper
 
 F = TensorProto.FLOAT

@@ -6,7 +6,7 @@ import ctypes
 
 import numpy as np
 import pytest
-from conftest import chain_model
+from op_helpers import chain_model
 from onnx import TensorProto
 
 import onnx_stopgrad

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_model
+from op_helpers import make_model
 from onnx import TensorProto, helper
 
 from onnx_stopgrad import _names
