@@ -51,7 +51,7 @@ def _schema() -> onnx.defs.OpSchema:
         outputs=[param("output", "T", "The same tensor (same element type and shape).")],
         type_constraints=[("T", tensor_types(), "Any tensor type.")],
     )
-    if hasattr(schema, "set_type_and_shape_inference_function"):  # onnx >= 1.16
+    if hasattr(schema, "set_type_and_shape_inference_function"):  # absent in older onnx releases
         schema.set_type_and_shape_inference_function(_infer)
     return schema
 
