@@ -133,7 +133,8 @@ def fit(
     for epoch in range(epochs):
         losses = []
         for batch in batches(data, batch_size, rng, drop_last=bool(fixed)):
-            loss = float(np.asarray(module(*[batch[name] for name in names])))
+            outputs = module(*[batch[name] for name in names])
+            loss = float(np.asarray(outputs[0] if isinstance(outputs, (tuple, list)) else outputs))
             optimizer.step()
             module.lazy_reset_grad()
             losses.append(loss)

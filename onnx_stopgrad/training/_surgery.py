@@ -1,9 +1,10 @@
 """Take StopGradient nodes out while ORT builds the gradient graph, then put them back.
 
 ORT 1.19 ignores stop-gradient registrations for custom-domain ops, so the gradient
-builder is shown a graph in which every stop's output is a *graph input*: nothing
-flows back through it, and nothing behind it is differentiated unless another path
-reaches the loss. The stop's input is kept alive as a temporary graph output so the
+builder is shown a graph in which every stop reads a new *graph input* (through an
+Identity, so the stop's output keeps its name even when it is a graph output): nothing
+flows back into the stop's input, and nothing behind it is differentiated unless another
+path reaches the loss. The stop's input is kept alive as a temporary graph output so the
 forward nodes behind the stop survive ORT's graph optimisations under their names.
 Afterwards the stops go back into the training and eval models.
 """
@@ -40,20 +41,20 @@ class DetachedStop:
     output: str
     output_info: onnx.ValueInfoProto
     keep_alive: bool  # the input was exposed as a temporary graph output
+    placeholder: str  # the temporary graph input standing in for the stop's output
 
 
 def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[DetachedStop]]:
-    """A copy of ``model`` with each StopGradient's output turned into a graph input."""
+    """A copy of ``model`` where each StopGradient is ``Identity(new graph input)``."""
     _refuse_stops_in_subgraphs(model.graph)
     detached = copy.deepcopy(model)
     graph = detached.graph
     types = _known_types(detached)
+    taken = _defined_names(graph) | {v.name for v in graph.value_info}
     sources = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     stops: list[DetachedStop] = []
-    kept: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         if not is_stop_gradient(node):
-            kept.append(node)
             continue
         label = node_label(node, index)
         src, dst = node.input[0], node.output[0]
@@ -63,23 +64,23 @@ def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Detached
                 f"cannot tell the element type of {src!r} at StopGradient {label!r}; "
                 "run onnx.shape_inference on the model or add a value_info for it"
             )
-        info = onnx.ValueInfoProto(name=dst)
-        info.type.CopyFrom(tensor_type)
+        placeholder = _unique(f"{dst}.detached", taken)
+        taken.add(placeholder)
+        graph.input.append(onnx.helper.make_value_info(placeholder, tensor_type))
+        info = onnx.helper.make_value_info(dst, tensor_type)
         keep_alive = src not in sources
         if keep_alive and src not in {v.name for v in graph.value_info}:
-            src_info = onnx.ValueInfoProto(name=src)
-            src_info.type.CopyFrom(types.get(src) or tensor_type)
-            graph.value_info.append(src_info)
-        graph.input.append(info)
-        sources.add(dst)
-        stops.append(DetachedStop(copy.deepcopy(node), label, src, dst, info, keep_alive))
-    del graph.node[:]
-    graph.node.extend(kept)
-    stop_outputs = {s.output for s in stops}
-    infos = [v for v in graph.value_info if v.name not in stop_outputs]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
+            graph.value_info.append(onnx.helper.make_value_info(src, types.get(src) or tensor_type))
+        stops.append(DetachedStop(copy.deepcopy(node), label, src, dst, info, keep_alive, placeholder))
+        node.CopyFrom(onnx.helper.make_node("Identity", [placeholder], [dst], name=f"{label}.detached"))
     return detached, stops
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, index = name, 1
+    while candidate in taken:
+        candidate, index = f"{name}_{index}", index + 1
+    return candidate
 
 
 def keep_alive_names(stops: Iterable[DetachedStop]) -> list[str]:
@@ -90,17 +91,22 @@ def keep_alive_names(stops: Iterable[DetachedStop]) -> list[str]:
 def restore_stops(
     model: onnx.ModelProto, stops: list[DetachedStop], temporary_outputs: Iterable[str]
 ) -> None:
-    """Put the stops back into a model ORT built, and drop the temporary inputs/outputs."""
+    """Put the stops back into a model ORT built, and drop the temporary inputs/outputs.
+
+    ORT may have removed the stand-in Identity and read the placeholder directly, also in
+    gradient nodes; those reads go back to the stop's output (same value).
+    """
     graph = model.graph
-    stop_outputs = {s.output for s in stops}
+    back = {s.placeholder: s.output for s in stops}
+    stand_ins = {f"{s.label}.detached" for s in stops}
     temporary = set(temporary_outputs)
-    inputs = [i for i in graph.input if i.name not in stop_outputs]
-    del graph.input[:]
-    graph.input.extend(inputs)
-    outputs = [o for o in graph.output if o.name not in temporary]
-    del graph.output[:]
-    graph.output.extend(outputs)
-    known = _defined_names(graph)
+    _keep(graph.input, lambda v: v.name not in back)
+    _keep(graph.output, lambda v: v.name not in temporary)
+    _keep(graph.node, lambda n: not (n.op_type == "Identity" and n.name in stand_ins))
+    for node in graph.node:
+        node.input[:] = [back.get(name, name) for name in node.input]
+    known = _defined_names(graph) | {s.output for s in stops}
+    described = {v.name for v in graph.value_info}
     for stop in stops:
         if stop.input not in known:
             raise TrainingError(
@@ -108,10 +114,18 @@ def restore_stops(
                 "while building the gradient graph; please report this with the model"
             )
         graph.node.append(copy.deepcopy(stop.node))
-        graph.value_info.append(copy.deepcopy(stop.output_info))
+        if stop.output not in described:
+            graph.value_info.append(copy.deepcopy(stop.output_info))
     if stops and not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
     toposort(graph)
+
+
+def _keep(field, wanted) -> None:  # type: ignore[no-untyped-def]
+    """Keep the items of a repeated protobuf field for which ``wanted(item)`` is true."""
+    kept = [copy.deepcopy(item) for item in field if wanted(item)]
+    del field[:]
+    field.extend(kept)
 
 
 def stops_to_identity(model: onnx.ModelProto) -> onnx.ModelProto:

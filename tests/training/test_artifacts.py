@@ -255,3 +255,64 @@ def test_errors_on_bad_inputs(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(TrainingError, match="checkpoint is missing"):
         load(tmp_path / "half")
+
+
+def _tiny(nodes, outputs) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    weights = {n: rng.standard_normal((4, 4)).astype(np.float32) for n in ("W1", "W2")}
+    graph = onnx.helper.make_graph(
+        nodes, "tiny", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, [2, 4]) for o in outputs],
+        [onnx.numpy_helper.from_array(v, n) for n, v in weights.items()],
+    )  # fmt: skip
+    opsets = [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(DOMAIN, 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets), weights
+
+
+def _stop(src: str, dst: str, name: str) -> onnx.NodeProto:
+    return onnx.helper.make_node(OP_TYPE, [src], [dst], name=name, domain=DOMAIN)
+
+
+def _ort_first_step(directory, *inputs):
+    state, module, _ = load(directory)
+    module.train()
+    outputs = module(*inputs)
+    loss = float(outputs[0] if isinstance(outputs, (tuple, list)) else outputs)
+    return loss, {name: p.grad.copy() for name, p in state.parameters if p.requires_grad}
+
+
+def test_chained_stops_and_stop_on_an_input(tmp_path):
+    mm = onnx.helper.make_node
+    model, w = _tiny(
+        [_stop("x", "xs", "s0"), mm("MatMul", ["xs", "W1"], ["a"]), _stop("a", "b", "s1"),
+         _stop("b", "c", "s2"), mm("MatMul", ["c", "W2"], ["y"])], ["y"],
+    )  # fmt: skip
+    report = generate_artifacts(model, loss="mse", optimizer="adamw", artifact_directory=tmp_path)
+    assert report.trainable == ("W2",) and report.frozen == ("W1",)
+    x, target = np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32)
+    loss, grads = _ort_first_step(tmp_path, x, target)
+    W1, W2 = (torch.tensor(w[n], requires_grad=True) for n in ("W1", "W2"))
+    ref = torch.nn.functional.mse_loss((torch.tensor(x).detach() @ W1).detach().detach() @ W2, torch.tensor(target))
+    ref.backward()
+    assert abs(loss - ref.item()) <= 1e-5 * abs(ref.item())
+    np.testing.assert_allclose(grads["W2"], W2.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_stop_output_is_a_graph_output(tmp_path):
+    """The second output (the loss's target) is the stop's output: mse(a @ W2, stop(a))."""
+    mm = onnx.helper.make_node
+    model, w = _tiny([mm("MatMul", ["x", "W1"], ["a"]), _stop("a", "a_stopped", "s"),
+                      mm("MatMul", ["a", "W2"], ["y"])], ["y", "a_stopped"])  # fmt: skip
+    report = generate_artifacts(
+        model, loss="mse", optimizer="adamw", artifact_directory=tmp_path, additional_output_names=["a_stopped"]
+    )
+    assert report.trainable == ("W1", "W2")
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    loss, grads = _ort_first_step(tmp_path, x)
+    W1, W2 = (torch.tensor(w[n], requires_grad=True) for n in ("W1", "W2"))
+    a = torch.tensor(x) @ W1
+    ref = torch.nn.functional.mse_loss(a @ W2, a.detach())
+    ref.backward()
+    assert abs(loss - ref.item()) <= 1e-5 * abs(ref.item())
+    for name, tensor in (("W1", W1), ("W2", W2)):
+        assert np.abs(grads[name] - tensor.grad.numpy()).max() <= 1e-5 * np.abs(tensor.grad.numpy()).max()
