@@ -146,14 +146,47 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+def _copy_external_data(locations: list[str], source_dir: Path, directory: Path, path: Path) -> None:
+    """Copy every external-data file next to the output, all or nothing.
+
+    Each file is first copied to a temporary file beside its target; only when every
+    copy succeeded are they renamed into place. A failure removes the temporary files
+    and any folder created for them, so nothing is left behind.
+    """
+    staged: list[tuple[str, Path]] = []
+    created: list[Path] = []
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        _remove_quietly(tmp)
+        for location in locations:
+            target = directory / location
+            if not _resolves_inside(target.parent, directory):
+                raise ModelSaveError(
+                    f"{path}: external data {location!r} would be written outside the output "
+                    "directory (a symlinked folder there?); choose another output"
+                )
+            if target.resolve() == path.resolve():
+                raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
+            missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            created.extend(missing)
+            log.info("copying external data %s to %s", location, directory)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            staged.append((tmp, target))
+            shutil.copyfile(source_dir / location, tmp)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException as exc:
+        for tmp, _ in staged:
+            _remove_quietly(tmp)
+        for folder in created:  # deepest first, and only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise ModelSaveError(
+                f"{path}: cannot copy external data ({exc.strerror}: {exc.filename}); nothing was written"
+            ) from exc
         raise
 
 
@@ -185,22 +218,6 @@ def save_model(
         ) from exc
     locations = external_data_files(model)
     if locations and source_dir is not None and directory.resolve() != source_dir:
-        for location in locations:
-            target = directory / location
-            if not _resolves_inside(target.parent, directory):
-                raise ModelSaveError(
-                    f"{path}: external data {location!r} would be written outside the output "
-                    "directory (a symlinked folder there?); choose another output"
-                )
-            if target.resolve() == path.resolve():
-                raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            log.info("copying external data %s to %s", location, directory)
-            try:
-                _atomic_copy(source_dir / location, target)
-            except OSError as exc:
-                raise ModelSaveError(
-                    f"{target}: cannot copy external data ({exc.strerror}); nothing was written"
-                ) from exc
+        _copy_external_data(locations, source_dir, directory, path)
     atomic_write_bytes(path, data)
     return path

@@ -270,3 +270,22 @@ def test_artifacts_failing_half_way_leave_nothing_that_looks_complete(tmp_path, 
     else:
         assert not out.exists() or not _looks_complete(out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_failed_external_copy_leaves_no_copied_files(tmp_path) -> None:
+    """Found by the campaign: two data files, the second missing; the first was left behind."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir(), dst.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "A"], ["s"]), helper.make_node("Add", ["s", "B"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+        [numpy_helper.from_array(np.ones(8, np.float32), "A"), numpy_helper.from_array(np.ones(8, np.float32), "B")])
+    model = finish(graph)
+    onnx.save(model, str(src / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
+              size_threshold=0)
+    proto, source_dir = load_model(src / "m.onnx")
+    (src / "B").unlink()
+    with pytest.raises(ModelSaveError, match="nothing was written"):
+        save_model(proto, dst / "m.onnx", source_dir)
+    assert list(dst.iterdir()) == []

@@ -238,3 +238,23 @@ def test_real_cli_subprocess_matches_the_fork_server(forkserver, corpus, tmp_pat
     assert real.rc == 1 and real.stderr.count("\n") == 1
     forked, _ = _run(forkserver, case, "insert", target="h1b")
     assert forked.stderr == real.stderr
+
+
+# --- names that are not UTF-8 --------------------------------------------------------------
+
+_UTF8 = (
+    "a tensor name with invalid UTF-8 (protobuf does not check proto2 strings when parsing) "
+    "raises UnicodeDecodeError with a traceback in onnx_stopgrad/passes (e.g. _scope.py "
+    "Read.rewire, reached from remove); the CLI should report a corrupt model in one line"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_UTF8)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command) -> None:
+    model = next(e for e in corpus if e.name == "mlp_stopped").proto
+    data = model.SerializeToString().replace(b"h1r_stop", b"h1\xd0\xff\xfe\xfdp")
+    assert len(data) == len(model.SerializeToString())
+    case = prepare_case(tmp_path, "utf8", data, {})
+    result, bad = _run(forkserver, case, command, target="h2")
+    assert not bad, bad
