@@ -41,6 +41,8 @@ def plan_parameters(
     flow = analyze_gradient_flow(model, targets)
     if requires_grad is not None:
         wanted = list(dict.fromkeys(requires_grad))
+        if not wanted:
+            raise TrainingError("requires_grad is empty: nothing to train; pass None to derive it")
         _check_known(wanted, params, "requires_grad")
         both = sorted(set(wanted) & set(frozen_given))
         if both:
@@ -61,9 +63,13 @@ def plan_parameters(
         return ParameterPlan(tuple(wanted), tuple(frozen_given), derived=False)
     constants = non_differentiable_params(model)
     trainable = [p for p in flow.trainable if p not in frozen_given and p not in constants]
+    if not trainable and flow.trainable:
+        raise TrainingError(
+            "every parameter that reaches the loss is in frozen_params: nothing to train"
+        )
     if not trainable:
         raise TrainingError(
-            "no parameter reaches the loss except through StopGradient nodes; nothing to train "
+            "no parameter reaches the loss except through StopGradient nodes: nothing to train "
             "(move a stop, or list parameters in requires_grad)"
         )
     frozen = sorted(set(flow.frozen) | set(frozen_given) - set(trainable))

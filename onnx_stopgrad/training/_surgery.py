@@ -12,8 +12,9 @@ Afterwards the stops go back into the training and eval models.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 
@@ -121,7 +122,7 @@ def restore_stops(
     toposort(graph)
 
 
-def _keep(field, wanted) -> None:  # type: ignore[no-untyped-def]
+def _keep(field: Any, wanted: Callable[[Any], bool]) -> None:
     """Keep the items of a repeated protobuf field for which ``wanted(item)`` is true."""
     kept = [copy.deepcopy(item) for item in field if wanted(item)]
     del field[:]

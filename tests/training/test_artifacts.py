@@ -201,6 +201,7 @@ def test_user_lists(tmp_path):
         ({"requires_grad": ["head.bias"], "frozen_params": ["head.bias"]}, TrainingError, ["both"]),
         ({"frozen_params": ["head.bias", "head.weight"]}, TrainingError, ["nothing to train"]),
         ({"loss": "hinge"}, TrainingError, ["hinge", "mse"]),
+        ({"requires_grad": []}, TrainingError, ["empty"]),
     ],
 )
 def test_user_errors_leave_nothing(tmp_path, kwargs, error, words):
