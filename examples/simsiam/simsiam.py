@@ -119,18 +119,12 @@ def _options() -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return session_options(options)  # with the StopGradient library registered
+    return options
 
 
 def open_artifacts(directory: Path) -> tuple[Any, Any, Any]:
-    """``onnx_stopgrad.training.load``'s (state, module, optimizer), with :func:`_options`."""
-    from onnxruntime.training import api
-
-    load(directory)  # checks the directory and the library; raises one clear error if not
-    state = api.CheckpointState.load_checkpoint(str(directory / "checkpoint"))
-    module = api.Module(str(directory / "training_model.onnx"), state, str(directory / "eval_model.onnx"),
-                        session_options=_options())
-    return state, module, api.Optimizer(str(directory / "optimizer_model.onnx"), module)
+    """``onnx_stopgrad.training.load`` (state, module, optimizer) with :func:`_options`."""
+    return load(directory, options=_options())  # load() registers the StopGradient library
 
 
 def _encoder_session(encoder: onnx.ModelProto, params: dict[str, np.ndarray]) -> Any:
@@ -140,7 +134,8 @@ def _encoder_session(encoder: onnx.ModelProto, params: dict[str, np.ndarray]) ->
     model.CopyFrom(encoder)
     for init in model.graph.initializer:
         init.CopyFrom(onnx.numpy_helper.from_array(params[init.name], init.name))
-    return ort.InferenceSession(model.SerializeToString(), _options(), providers=["CPUExecutionProvider"])
+    options = session_options(_options())  # with the StopGradient library registered
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _normalise(z: np.ndarray) -> np.ndarray:
