@@ -126,22 +126,26 @@ def train(directory: Path, data: Path, epochs: int, batch_size: int | None, lear
     from ..training._loop import fit, read_npz
 
     arrays = read_npz(data)
-    bar = tqdm(total=None, unit="batch", leave=False, dynamic_ncols=True)
-
-    def on_batch(epoch: int, loss: float) -> None:
-        bar.set_description(f"epoch {epoch + 1}/{epochs}")
-        bar.set_postfix(loss=f"{loss:.4f}")
-        bar.update()
+    bars: list[tqdm] = []  # made once the data is checked, so errors print no empty bar
 
     def on_start(total: int) -> None:
-        bar.reset(total=total)
+        bars.append(tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True))
+
+    def on_batch(epoch: int, loss: float) -> None:
+        bars[0].set_description(f"epoch {epoch + 1}/{epochs}")
+        bars[0].set_postfix(loss=f"{loss:.4f}")
+        bars[0].update()
 
     def on_epoch(epoch: int, loss: float) -> None:
-        bar.clear()
+        bars[0].clear()
         click.echo(f"epoch {epoch + 1}/{epochs}: loss {loss:.6f}")
 
     try:
-        fit(directory, arrays, epochs, batch_size, learning_rate, seed, on_batch=on_batch, on_epoch=on_epoch, on_start=on_start)
+        fit(
+            directory, arrays, epochs, batch_size, learning_rate, seed,
+            on_batch=on_batch, on_epoch=on_epoch, on_start=on_start,
+        )  # fmt: skip
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     click.echo(f"saved {directory / 'checkpoint'}")

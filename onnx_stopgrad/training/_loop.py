@@ -55,6 +55,8 @@ def training_inputs(module: Any, eval_model_path: str | os.PathLike[str]) -> lis
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, by name (no pickles)."""
     path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: no such file; check the path")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
