@@ -9,6 +9,7 @@ training does move the backbone, so the first check can fail.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -106,3 +107,30 @@ def test_step_time_is_measured(pipeline: dict) -> None:
     data = demo.load_digits_split()
     seconds = demo.median_step_time(pipeline["out"] / "stop", data, steps=5)
     assert 0 < seconds < 1
+
+
+def test_split_is_reproducible_and_disjoint() -> None:
+    from sklearn.datasets import load_digits
+
+    spec = importlib.util.spec_from_file_location("make_digits_model", REPO / "models" / "make_digits_model.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    targets = load_digits().target
+    committed = json.loads((REPO / "models" / "digits_split.json").read_text())
+    assert maker.make_split(targets) == committed
+    pretrain, train, test = (set(committed[k]) for k in ("pretrain", "finetune_train", "finetune_test"))
+    assert not (pretrain & train or pretrain & test or train & test)
+    assert set(targets[list(pretrain)]) == {0, 1, 2, 3, 4}
+    assert set(targets[list(train)]) == set(targets[list(test)]) == {5, 6, 7, 8, 9}
+
+
+def test_demo_main_prints_what_the_issue_asks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--epochs", "3", "--timing-steps", "5", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    accuracy_lines = [line for line in out.splitlines() if "accuracy" in line and "%" in line]
+    assert any("before" in line for line in accuracy_lines) and any("after" in line for line in accuracy_lines)
+    assert "trains:  head.bias, head.weight" in out
+    removed = demo.gradient_nodes(tmp_path / "artifacts_end_to_end") - demo.gradient_nodes(tmp_path / "artifacts_stop")
+    assert sum(removed.values()) > 0 and f"the stop removed {sum(removed.values())}:" in out
+    assert "with the stop" in out and "without the stop" in out
+    assert "What to try next" in out
