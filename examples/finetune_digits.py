@@ -52,7 +52,7 @@ __all__ = [
     "parameters",
     "gradient_nodes",
     "initialized_model",
-    "median_step_time",
+    "median_step_times",
     "main",
 ]
 
@@ -176,20 +176,26 @@ def initialized_model(model: Path, values: dict[str, np.ndarray]) -> bytes:
     return proto.SerializeToString()
 
 
-def median_step_time(directory: Path, data: Digits, *, batch_size: int = 32, steps: int = 200) -> float:
-    """Median seconds of one training step (forward, backward, AdamW) after a warm-up."""
-    _, module, optimizer = load(directory)
-    module.train()
+def median_step_times(
+    directories: list[Path], data: Digits, *, batch_size: int = 32, steps: int = 200, warmup: int = 20
+) -> list[float]:
+    """Median seconds of one training step (forward, backward, AdamW) for each directory.
+
+    The artifact sets take turns, one step each, so a change in machine load hits all alike.
+    """
+    loaded = [load(directory)[1:] for directory in directories]
     x, y = data.x_train[:batch_size], data.y_train[:batch_size]
-    times = []
-    for i in range(steps + 20):
-        start = time.perf_counter()
-        module(x, y)
-        optimizer.step()
-        module.lazy_reset_grad()
-        if i >= 20:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in directories]
+    for step in range(warmup + steps):
+        for (module, optimizer), samples in zip(loaded, times):
+            module.train()
+            start = time.perf_counter()
+            module(x, y)
+            optimizer.step()
+            module.lazy_reset_grad()
+            if step >= warmup:
+                samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) for samples in times]
 
 
 def _describe(removed: Counter[tuple[str, str]]) -> list[str]:
@@ -267,10 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<18} max |change| = {change:.2e}  ({'trained' if change else 'unchanged'})")
     print(f"  saved the fine-tuned model (trained weights from the checkpoint state): {_rel(finetuned)}")
 
-    _say("5/5", f"Step time (median of {args.timing_steps} steps, batch {args.batch_size}, forward+backward+AdamW):")
-    t_stop = median_step_time(out / "artifacts_stop", data, batch_size=args.batch_size, steps=args.timing_steps)
-    t_full = median_step_time(out / "artifacts_end_to_end", data, batch_size=args.batch_size,
-                              steps=args.timing_steps)
+    _say("5/5", f"Step time (median of {args.timing_steps} steps each, taking turns; batch {args.batch_size}, "
+                "forward+backward+AdamW):")
+    t_stop, t_full = median_step_times([out / "artifacts_stop", out / "artifacts_end_to_end"], data,
+                                       batch_size=args.batch_size, steps=args.timing_steps)
     print(f"  with the stop (head only):        {t_stop * 1e3:.3f} ms")
     print(f"  without the stop (end to end):    {t_full * 1e3:.3f} ms")
     print(f"  ratio: {t_stop / t_full:.2f}x the end-to-end step time")
