@@ -39,8 +39,8 @@ import onnx
 import onnxruntime
 import psutil
 import torch
-from onnxruntime.training import artifacts as ort_artifacts
 from onnxruntime.training import api as ort_api
+from onnxruntime.training import artifacts as ort_artifacts
 
 import onnx_stopgrad
 from onnx_stopgrad import remove_stop_gradient
@@ -90,7 +90,10 @@ def ort_module_step(directory: Path, feeds: list[np.ndarray], threads: int, with
     else:
         state = ort_api.CheckpointState.load_checkpoint(str(directory / "checkpoint"))
         module = ort_api.Module(
-            str(directory / "training_model.onnx"), state, str(directory / "eval_model.onnx"), session_options=so
+            str(directory / "training_model.onnx"),
+            state,
+            str(directory / "eval_model.onnx"),
+            session_options=so,
         )
         optimizer = ort_api.Optimizer(str(directory / "optimizer_model.onnx"), module)
     module.train()
@@ -138,15 +141,25 @@ def measure(variants: dict[str, Callable[[], Step]], warmup: int, rounds: int) -
 
 
 def table(title: str, results: dict[str, dict], base: str, goals: dict[str, float]) -> str:
-    lines = [f"### {title}", "", "| variant | median step (ms) | ratio stop / variant | goal | RSS +MB | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | median step (ms) | ratio stop / variant | goal | RSS +MB | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in results.items():
         ratio = results[base]["median"] / r["median"]
         goal = f"<= {goals[name]:.2f}" if name in goals else ""
         verdict = "" if name not in goals else (" (met)" if ratio <= goals[name] else " (missed)")
-        lines.append(
-            f"| {name} | {1e3 * r['median']:.1f} | {ratio:.3f}{verdict} | {goal} | {r['rss']:.0f} | {r['peak']:.0f} |"
-        )
+        cells = [
+            name,
+            f"{1e3 * r['median']:.1f}",
+            f"{ratio:.3f}{verdict}",
+            goal,
+            f"{r['rss']:.0f}",
+            f"{r['peak']:.0f}",
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -169,7 +182,9 @@ def bench_encoder(work: Path, args: argparse.Namespace) -> str:
     labels = np.random.default_rng(1).integers(0, 2, batch).astype(np.int64)
     stopped = export(module, (torch.from_numpy(x),), ["x"], work / "encoder.onnx")
     plain, _ = remove_stop_gradient(stopped)
-    report = generate_artifacts(stopped, loss="crossentropy", optimizer="adamw", artifact_directory=work / "enc_stop")
+    report = generate_artifacts(
+        stopped, loss="crossentropy", optimizer="adamw", artifact_directory=work / "enc_stop"
+    )
     encoder_params = [t.name for t in plain.graph.initializer if t.name.startswith("encoder.")]
     head_params = [t.name for t in plain.graph.initializer if t.name.startswith("head.")]
     assert sorted(report.trainable) == sorted(head_params), report.trainable
@@ -182,7 +197,9 @@ def bench_encoder(work: Path, args: argparse.Namespace) -> str:
     onnx.save(plain, str(plain_path))
 
     def inference() -> Step:
-        session = onnxruntime.InferenceSession(str(plain_path), options(args.threads), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(plain_path), options(args.threads), providers=["CPUExecutionProvider"]
+        )
 
         def step() -> float:
             start = time.perf_counter()
@@ -233,7 +250,9 @@ def bench_target(work: Path, args: argparse.Namespace) -> str:
     rng = np.random.default_rng(0)
     s, s_next = (rng.standard_normal((args.rl_batch, args.state)).astype(np.float32) for _ in range(2))
     reward = rng.standard_normal((args.rl_batch, 1)).astype(np.float32)
-    stopped = export(module, (torch.from_numpy(s), torch.from_numpy(s_next)), ["s", "s_next"], work / "target.onnx")
+    stopped = export(
+        module, (torch.from_numpy(s), torch.from_numpy(s_next)), ["s", "s_next"], work / "target.onnx"
+    )
     report = generate_artifacts(stopped, loss="mse", optimizer="adamw", artifact_directory=work / "tn_stop")
     register_zero_gradient()
     ort_artifacts_own(
@@ -269,8 +288,9 @@ def bench_target(work: Path, args: argparse.Namespace) -> str:
         args.warmup,
         args.rounds,
     )
-    title = (f"Target network (MLP {args.state}-{args.hidden}-{args.hidden}-1, {weights / 1e6:.1f}M weights, "
-             f"batch {args.rl_batch}; stops removed {report.gradient_nodes_removed} gradient nodes)")  # fmt: skip
+    shape = f"MLP {args.state}-{args.hidden}-{args.hidden}-1, {weights / 1e6:.1f}M weights"
+    title = (f"Target network ({shape}, batch {args.rl_batch}; "
+             f"stops removed {report.gradient_nodes_removed} gradient nodes)")  # fmt: skip
     torch.set_num_threads(args.threads)
     goals = {"zero-grad": 0.70, f"torch eager, {args.threads} threads": 0.80, "torch eager, 1 thread": 0.80}
     return table(title, results, "stop", goals)

@@ -27,17 +27,29 @@ def _names(names: tuple[str, ...]) -> str:
 @main.command(short_help="Build ONNX Runtime training artifacts that honour StopGradient.")
 @model_argument
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="Artifact directory (created) [default: MODEL's name + .artifacts].",
 )
-@click.option("--loss", type=click.Choice(sorted(LOSSES)), required=True, help="Loss added on the model's output.")
-@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adamw", show_default=True)
-@click.option("--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable).")
 @click.option(
-    "--requires-grad", "requires_grad", multiple=True, metavar="NAME",
+    "--loss", type=click.Choice(sorted(LOSSES)), required=True, help="Loss added on the model's output."
+)
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adamw", show_default=True)
+@click.option(
+    "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
+)
+@click.option(
+    "--requires-grad",
+    "requires_grad",
+    multiple=True,
+    metavar="NAME",
     help="Train exactly these parameters [default: all that reach the loss around the stops].",
 )
-@click.option("--frozen", "frozen", multiple=True, metavar="NAME", help="Also freeze this parameter (repeatable).")
+@click.option(
+    "--frozen", "frozen", multiple=True, metavar="NAME", help="Also freeze this parameter (repeatable)."
+)
 @click.option("--prefix", default="", help="Prefix of the artifact file names.")
 @json_option
 def artifacts(
@@ -107,14 +119,22 @@ def artifacts(
 @main.command(short_help="Train from an artifact directory on .npz data (saves the checkpoint).")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
 @click.option(
-    "--data", type=click.Path(path_type=Path, dir_okay=False), required=True,
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
     help="A .npz file with one array per training input, named like it (e.g. x, labels).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the model's batch, else 32]")
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="[default: the model's batch, else 32]"
+)
+@click.option(
+    "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffling.")
-def train(directory: Path, data: Path, epochs: int, batch_size: int | None, learning_rate: float | None, seed: int) -> None:
+def train(
+    directory: Path, data: Path, epochs: int, batch_size: int | None, learning_rate: float | None, seed: int
+) -> None:
     """Run the training loop of DIR (made by `onnx-stopgrad artifacts`) and print the loss per epoch.
 
     The .npz arrays are named after the training model's inputs: the model's own inputs

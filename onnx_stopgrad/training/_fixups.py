@@ -92,8 +92,7 @@ def _add_gradient_outputs(graph: onnx.GraphProto) -> list[str]:
                 node.output[index] = name
         fixed[node.op_type] = fixed.get(node.op_type, 0) + 1
     return [
-        f"{n} {op} node(s): added the unused outputs ORT's gradient builder reads"
-        for op, n in fixed.items()
+        f"{n} {op} node(s): added the unused outputs ORT's gradient builder reads" for op, n in fixed.items()
     ]
 
 

@@ -47,7 +47,9 @@ def training_inputs(module: Any, eval_model_path: str | os.PathLike[str]) -> lis
         if tensor is None:  # an input the loss added only to the training graph
             specs.append(InputSpec(name, np.dtype(np.float32), ()))
             continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+        )
         specs.append(InputSpec(name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type), dims))
     return specs
 

@@ -46,9 +46,7 @@ def plan_parameters(
         _check_known(wanted, params, "requires_grad")
         both = sorted(set(wanted) & set(frozen_given))
         if both:
-            raise TrainingError(
-                f"{', '.join(both)} listed both in requires_grad and frozen_params; keep one"
-            )
+            raise TrainingError(f"{', '.join(both)} listed both in requires_grad and frozen_params; keep one")
         for name in wanted:
             if name in flow.frozen:
                 stops = ", ".join(repr(s) for s in flow.blocking_stops.get(name, ()))
@@ -64,9 +62,7 @@ def plan_parameters(
     constants = non_differentiable_params(model)
     trainable = [p for p in flow.trainable if p not in frozen_given and p not in constants]
     if not trainable and flow.trainable:
-        raise TrainingError(
-            "every parameter that reaches the loss is in frozen_params: nothing to train"
-        )
+        raise TrainingError("every parameter that reaches the loss is in frozen_params: nothing to train")
     if not trainable:
         raise TrainingError(
             "no parameter reaches the loss except through StopGradient nodes: nothing to train "

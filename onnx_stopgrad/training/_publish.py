@@ -23,7 +23,9 @@ def make_staging_dir(target: Path) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
     except OSError as exc:
-        raise ModelSaveError(f"{target}: cannot create it ({exc.strerror}); choose another directory") from exc
+        raise ModelSaveError(
+            f"{target}: cannot create it ({exc.strerror}); choose another directory"
+        ) from exc
 
 
 def publish(staging: Path, target: Path, checkpoint_names: tuple[str, ...]) -> list[Path]:

@@ -157,7 +157,7 @@ def toposort(graph: onnx.GraphProto) -> None:
             available.update(o for o in node.output if o)
             progress = True
     if len(ordered) != len(pending):
-        missing = sorted(set().union(*(n for n, d in zip(needs, done) if not d)) - available)
+        missing = sorted(set().union(*(n for n, d in zip(needs, done, strict=True) if not d)) - available)
         raise TrainingError(f"the graph has a cycle or undefined tensors ({', '.join(missing[:3])})")
     del graph.node[:]
     graph.node.extend(ordered)
@@ -205,9 +205,7 @@ def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     graph = inferred.graph
     types = {v.name: v.type for v in [*graph.value_info, *graph.input, *graph.output]}
     for tensor in graph.initializer:
-        types.setdefault(
-            tensor.name, onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
-        )
+        types.setdefault(tensor.name, onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims)))
     return {name: t for name, t in types.items() if t.tensor_type.elem_type}
 
 

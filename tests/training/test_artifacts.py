@@ -19,8 +19,11 @@ from training_reference import ort_run, torch_run  # noqa: E402
 
 from onnx_stopgrad import DOMAIN, OP_TYPE  # noqa: E402
 from onnx_stopgrad.errors import ModelLoadError, TensorNotFoundError, TrainingError  # noqa: E402
-from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
-from onnx_stopgrad.training import _artifacts  # noqa: E402
+from onnx_stopgrad.training import (  # noqa: E402
+    _artifacts,  # noqa: E402
+    generate_artifacts,
+    load,
+)
 
 pytestmark = pytest.mark.training
 
@@ -53,7 +56,9 @@ def test_without_stops_same_artifacts_as_ort(tmp_path):
     from onnxruntime.training.api import CheckpointState
 
     model = _backbone(stop=False)
-    ours = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path / "ours")
+    ours = generate_artifacts(
+        model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path / "ours"
+    )
     assert ours.frozen == () and ours.stops == () and ours.gradient_nodes_removed == 0
     plain = copy.deepcopy(model)
     plain.ir_version = 10  # ORT's own function would write IR 14 models that ORT cannot load
@@ -185,17 +190,25 @@ def test_dropout_export_trains(tmp_path):
 
 def test_user_lists(tmp_path):
     model = _backbone()
-    report = generate_artifacts(model, frozen_params=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "a")
+    report = generate_artifacts(
+        model, frozen_params=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "a"
+    )
     assert report.trainable == ("head.weight",)
     assert "head.bias" in report.frozen and "backbone.fc1.weight" in report.frozen
-    report = generate_artifacts(model, requires_grad=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "b")
+    report = generate_artifacts(
+        model, requires_grad=["head.bias"], loss="crossentropy", artifact_directory=tmp_path / "b"
+    )
     assert report.trainable == ("head.bias",)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"requires_grad": ["backbone.fc1.weight"]}, TrainingError, ["backbone.fc1.weight", "StopGradient 'stop'"]),
+        (
+            {"requires_grad": ["backbone.fc1.weight"]},
+            TrainingError,
+            ["backbone.fc1.weight", "StopGradient 'stop'"],
+        ),
         ({"requires_grad": ["nope"]}, TensorNotFoundError, ["'nope'"]),
         ({"frozen_params": ["nope"]}, TensorNotFoundError, ["'nope'"]),
         ({"requires_grad": ["head.bias"], "frozen_params": ["head.bias"]}, TrainingError, ["both"]),
@@ -240,7 +253,12 @@ def test_ir_version_opset_and_custom_domain(tmp_path, monkeypatch):
     assert model.ir_version > 10
     monkeypatch.chdir(tmp_path)  # artifact_directory=None: the current directory, like ORT
     report = generate_artifacts(model, loss="crossentropy", optimizer="adamw")
-    assert _files(tmp_path) == ["checkpoint", "eval_model.onnx", "optimizer_model.onnx", "training_model.onnx"]
+    assert _files(tmp_path) == [
+        "checkpoint",
+        "eval_model.onnx",
+        "optimizer_model.onnx",
+        "training_model.onnx",
+    ]
     assert any(line.startswith("IR version") for line in report.adjustments)
     assert any(line.startswith("opset 22 -> 21") for line in report.adjustments)
     assert model.ir_version > 10 and model.opset_import[0].version == 22, "the caller's model changed"
@@ -293,7 +311,9 @@ def test_chained_stops_and_stop_on_an_input(tmp_path):
     x, target = np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32)
     loss, grads = _ort_first_step(tmp_path, x, target)
     W1, W2 = (torch.tensor(w[n], requires_grad=True) for n in ("W1", "W2"))
-    ref = torch.nn.functional.mse_loss((torch.tensor(x).detach() @ W1).detach().detach() @ W2, torch.tensor(target))
+    ref = torch.nn.functional.mse_loss(
+        (torch.tensor(x).detach() @ W1).detach().detach() @ W2, torch.tensor(target)
+    )
     ref.backward()
     assert abs(loss - ref.item()) <= 1e-5 * abs(ref.item())
     np.testing.assert_allclose(grads["W2"], W2.grad.numpy(), rtol=1e-5, atol=1e-6)
@@ -305,7 +325,11 @@ def test_stop_output_is_a_graph_output(tmp_path):
     model, w = _tiny([mm("MatMul", ["x", "W1"], ["a"]), _stop("a", "a_stopped", "s"),
                       mm("MatMul", ["a", "W2"], ["y"])], ["y", "a_stopped"])  # fmt: skip
     report = generate_artifacts(
-        model, loss="mse", optimizer="adamw", artifact_directory=tmp_path, additional_output_names=["a_stopped"]
+        model,
+        loss="mse",
+        optimizer="adamw",
+        artifact_directory=tmp_path,
+        additional_output_names=["a_stopped"],
     )
     assert report.trainable == ("W1", "W2")
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)

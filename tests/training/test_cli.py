@@ -82,7 +82,9 @@ def test_artifacts_json_and_user_error(plain_model, tmp_path):
                "--at", STOP_AT, "--requires-grad", "backbone.fc1.weight"],
     )  # fmt: skip
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and result.output.startswith("error: parameter 'backbone.fc1.weight'")
+    assert result.output.count("\n") == 1 and result.output.startswith(
+        "error: parameter 'backbone.fc1.weight'"
+    )
     assert not (tmp_path / "b").exists()
 
 

@@ -48,7 +48,9 @@ def test_matches_pytorch_detach(case, how, tmp_path):
 
     inputs, label = case.inputs(), case.label()
     (ort_loss, ort_grads), ort_params = ort_run(tmp_path / "a", inputs, label)
-    (ref_loss, ref_grads), ref_params = torch_run(copy.deepcopy(module), case, inputs, label, report.trainable)
+    (ref_loss, ref_grads), ref_params = torch_run(
+        copy.deepcopy(module), case, inputs, label, report.trainable
+    )
 
     assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
     assert set(ort_grads) == case.expected_trainable

@@ -83,7 +83,11 @@ class AuxHead(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.trunk, self.main, self.aux = torch.nn.Linear(6, 16), torch.nn.Linear(16, 3), torch.nn.Linear(16, 3)
+        self.trunk, self.main, self.aux = (
+            torch.nn.Linear(6, 16),
+            torch.nn.Linear(16, 3),
+            torch.nn.Linear(16, 3),
+        )
 
     def forward(self, x, stop=detach):
         h = torch.relu(self.trunk(x))
@@ -187,7 +191,9 @@ class _Builder:
 
     def const(self, value: float, name: str) -> str:
         self.nodes.append(
-            helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.float32(value)))
+            helper.make_node(
+                "Constant", [], [name], name=name, value=numpy_helper.from_array(np.float32(value))
+            )
         )
         return name
 
@@ -208,21 +214,28 @@ def by_helper(case: Case, module: torch.nn.Module) -> onnx.ModelProto:
         y = b.op("Add", [b.linear(h, "main", "main"), b.linear(b.stop(h, "stop"), "aux", "aux")], "sum")
     elif case.name == "shared_weight":
         direct = b.linear(x[0], "lin", "direct")
-        stopped = b.op("Gemm", [b.op("Tanh", [x[1]], "tanh2"), b.stop("lin.weight", "stop")], "reuse", transB=1)
+        stopped = b.op(
+            "Gemm", [b.op("Tanh", [x[1]], "tanh2"), b.stop("lin.weight", "stop")], "reuse", transB=1
+        )
         y = b.op("Add", [direct, stopped], "sum")
     elif case.name == "gan_discriminator":
         fake = b.stop(b.mlp(x[0], "gen", "gen"), "stop")
-        y = b.op("Concat", [b.mlp(x[1], "disc", "disc_real"), b.mlp(fake, "disc", "disc_fake")], "cat", axis=0)
+        y = b.op(
+            "Concat", [b.mlp(x[1], "disc", "disc_real"), b.mlp(fake, "disc", "disc_fake")], "cat", axis=0
+        )
     else:
         raise KeyError(case.name)
     graph = helper.make_graph(
         b.nodes,
         case.name,
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in zip(x, case.input_shapes)],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s))
+            for n, s in zip(x, case.input_shapes, strict=True)
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(case.output_shape))],
         [numpy_helper.from_array(v, n) for n, v in b.params.items() if n in b.used],
     )
-    graph.node[-1].output[0] = "y"
+    next(n for n in graph.node if y in n.output).output[:] = ["y"]
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)]
     )
@@ -258,7 +271,7 @@ def by_export(case: Case, module: torch.nn.Module) -> onnx.ModelProto:
     for tensor in model.graph.initializer:  # Wrapped adds "inner." to every parameter
         if tensor.name.startswith(prefix):
             old = tensor.name
-            tensor.name = old[len(prefix):]
+            tensor.name = old[len(prefix) :]
             for node in model.graph.node:
                 node.input[:] = [tensor.name if i == old else i for i in node.input]
     return model
