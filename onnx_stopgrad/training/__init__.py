@@ -2,7 +2,8 @@
 
 ``generate_artifacts`` is a drop-in for ``onnxruntime.training.artifacts.generate_artifacts``
 whose gradient graph computes nothing behind a StopGradient; ``load`` opens the result
-with the op library registered. ONNX Runtime training (and torch) are imported on first use.
+with the op library registered; ``fit`` trains on arrays named after the model's inputs.
+ONNX Runtime training (and torch, which it imports) load on first use.
 """
 
 from __future__ import annotations
@@ -10,5 +11,15 @@ from __future__ import annotations
 from ._artifacts import ArtifactsReport, count_gradient_nodes, generate_artifacts
 from ._choices import LOSSES, OPTIMIZERS
 from ._load import load
+from ._loop import fit, read_npz
 
-__all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "load", "LOSSES", "OPTIMIZERS"]
+__all__ = [
+    "ArtifactsReport",
+    "generate_artifacts",
+    "count_gradient_nodes",
+    "load",
+    "fit",
+    "read_npz",
+    "LOSSES",
+    "OPTIMIZERS",
+]
