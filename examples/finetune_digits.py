@@ -240,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
 
     _say("2/5", "Building ONNX Runtime training artifacts (cross-entropy, AdamW); the stop decides what trains:")
     with_stop = build_artifacts(stopped, out / "artifacts_stop")
-    print(f"  trains:  {', '.join(with_stop.trainable)}")
-    print(f"  frozen:  {', '.join(with_stop.frozen)} (behind the stop)")
+    sizes = {init.name: int(np.prod(init.dims)) for init in onnx.load(str(MODEL_PATH)).graph.initializer
+             if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) > 0}
+    all_params = list(sizes)
+    print(f"  trains:  {', '.join(with_stop.trainable)} ({sum(sizes[p] for p in with_stop.trainable):,} weights)")
+    print(f"  frozen:  {', '.join(with_stop.frozen)} ({sum(sizes[p] for p in with_stop.frozen):,} weights, "
+          "behind the stop)")
     for line in with_stop.adjustments:
         print(f"  adjusted: {line}")
-    all_params = [init.name for init in onnx.load(str(MODEL_PATH)).graph.initializer
-                  if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) > 0]
     print("  (for comparison: the same model without the stop, every parameter trained end to end)")
     end_to_end = build_artifacts(MODEL_PATH, out / "artifacts_end_to_end", requires_grad=all_params)
     removed = gradient_nodes(out / "artifacts_end_to_end") - gradient_nodes(out / "artifacts_stop")
