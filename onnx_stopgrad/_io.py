@@ -71,6 +71,11 @@ def _check_inside(directory: Path, location: str, model_path: Path) -> None:
     Also refused: a location that is not a path at all (a NUL byte, a symlink loop) and
     one that names the directory itself (``""``, ``"."``).
     """
+    if not isinstance(location, str):  # protobuf hands back bytes for invalid UTF-8
+        raise ModelLoadError(
+            f"{model_path}: external data location {location!r} is not valid UTF-8; "
+            "is the file corrupt?"
+        )
     try:
         target = (directory / location).resolve()
     except (OSError, ValueError, RuntimeError) as exc:  # NUL byte, symlink loop

@@ -287,8 +287,11 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
     model_bytes = files.pop("model.onnx")
     if structured:
         proto = onnx.ModelProto.FromString(model_bytes)
-        how = "+".join(mutate_model(proto, draw))
-        model_bytes = proto.SerializeToString()
+        try:
+            how = "+".join(mutate_model(proto, draw))
+            model_bytes = proto.SerializeToString()
+        except Exception:  # protobuf refused the mutation (e.g. copying a too-deep node)
+            how = "mutation-refused"
     else:
         model_bytes = mutate_bytes(model_bytes, draw)
         how = "bytes"

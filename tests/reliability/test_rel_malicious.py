@@ -243,9 +243,10 @@ def test_real_cli_subprocess_matches_the_fork_server(forkserver, corpus, tmp_pat
 # --- names that are not UTF-8 --------------------------------------------------------------
 
 _UTF8 = (
-    "a tensor name with invalid UTF-8 (protobuf does not check proto2 strings when parsing) "
-    "raises UnicodeDecodeError with a traceback in onnx_stopgrad/passes (e.g. _scope.py "
-    "Read.rewire, reached from remove); the CLI should report a corrupt model in one line"
+    "a tensor name with invalid UTF-8 (protobuf does not check proto2 strings when parsing and "
+    "returns bytes or raises) gives a traceback in onnx_stopgrad/passes: UnicodeDecodeError in "
+    "_scope.py Read.rewire (remove), TypeError bytes vs str in sorting/joins (list, insert); the "
+    "CLI should report a corrupt model in one line"
 )
 
 
@@ -258,3 +259,13 @@ def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, comma
     case = prepare_case(tmp_path, "utf8", data, {})
     result, bad = _run(forkserver, case, command, target="h2")
     assert not bad, bad
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_external_data_location_that_is_not_utf8_is_refused(forkserver, corpus, tmp_path, command) -> None:
+    """Found by the campaign: protobuf returns such a location as bytes (TypeError in _io)."""
+    model, weights = _external_mlp(corpus, tmp_path)
+    data = model.SerializeToString().replace(b"weights.bin", b"weights\xd0\xff\xfe\xfd", 1)
+    case = prepare_case(tmp_path, "loc_utf8", data, {"weights.bin": weights})
+    result = _assert_refused(forkserver, case, command, target="h1b")
+    assert "UTF-8" in result.stderr
