@@ -283,15 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  without the stop (end to end):    {t_full * 1e3:.3f} ms")
     print(f"  ratio: {t_stop / t_full:.2f}x the end-to-end step time")
 
-    print(f"\nDone in {time.perf_counter() - started:.0f} s. What to try next:")
+    print(f"\nDone in {time.perf_counter() - started:.0f} s. What to try next (after `source .venv/bin/activate`):")
     model = _rel(MODEL_PATH)
     for command, why in [
         (f"onnx-stopgrad list {_rel(stopped)}", "the stop and the parameters it freezes"),
         (f"onnx-stopgrad analyze {model} --at {BACKBONE_OUTPUT}", "what a stop costs and saves"),
-        (f"onnx-stopgrad show {_rel(stopped)} -o graph.svg", "a picture, the stopped region shaded"),
-        (f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0",
+        (f"onnx-stopgrad show {_rel(stopped)} -o {_rel(out / 'graph.svg')}", "a picture, the stopped region shaded"),
+        (f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0 -o {_rel(out / 'earlier.onnx')}",
          "stop earlier: backbone.2 trains too"),
-        (f"onnx-stopgrad artifacts {_rel(stopped)} -o my_artifacts --loss crossentropy", "the CLI way"),
+        (f"onnx-stopgrad artifacts {_rel(stopped)} -o {_rel(out / 'cli_artifacts')} --loss crossentropy",
+         "the same artifacts from the CLI"),
         ("python examples/simsiam/simsiam.py", "SimSiam: what happens without a stop"),
     ]:
         print(f"  {command}\n      # {why}")
