@@ -42,7 +42,8 @@ from onnx_stopgrad import insert_stop_gradient, session_options  # noqa: E402
 from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load  # noqa: E402
 
 __all__ = [
-    "Digits", "Run", "load_data", "prepare", "build", "evaluate", "knn_accuracy", "train_both", "plot",
+    "Digits", "Run", "load_data", "prepare", "build", "torch_gradients", "ort_gradients", "gradient_difference",
+    "evaluate", "knn_accuracy", "train_both", "plot",
     "verdict", "parse_args", "run", "main",
 ]  # fmt: skip
 
@@ -89,10 +90,10 @@ def load_data(seed: int = 0, n_test: int = 500, n_train: int | None = None) -> D
     return Digits(x[train], y[train], x[test], y[test], augmented)
 
 
-def prepare(out: Path, seed: int = 0) -> tuple[Path, Path, onnx.ModelProto]:
+def prepare(out: Path, seed: int = 0) -> tuple[Path, Path, onnx.ModelProto, networks.SimSiam]:
     """Export the loss graph (no stop), the same graph with stops, and the encoder.
 
-    Returns (loss graph without stops, loss graph with stops, encoder model).
+    Returns (loss graph without stops, loss graph with stops, encoder model, the PyTorch net).
     """
     torch.manual_seed(seed)
     net = networks.SimSiam()
@@ -104,7 +105,38 @@ def prepare(out: Path, seed: int = 0) -> tuple[Path, Path, onnx.ModelProto]:
     for line in report.summary().splitlines():
         print(f"  {line}")
     encoder = networks.export_encoder(net, out / "simsiam_encoder.onnx")
-    return plain, stopped_path, encoder
+    return plain, stopped_path, encoder, net
+
+
+def torch_gradients(net: networks.SimSiam, view_a: np.ndarray, view_b: np.ndarray, detach: bool) -> dict[str, np.ndarray]:
+    """PyTorch autograd's gradients of the loss; ``detach``: SimSiam's ``z.detach()`` on the targets."""
+    import copy
+
+    model = networks.SimSiamLoss(copy.deepcopy(net))
+    a, b = torch.from_numpy(view_a), torch.from_numpy(view_b)
+    z_a, z_b = model.net.encoder(a), model.net.encoder(b)
+    p_a, p_b = model.net.predictor(z_a), model.net.predictor(z_b)
+    t_a, t_b = model.target_a(z_a), model.target_b(z_b)
+    if detach:
+        t_a, t_b = t_a.detach(), t_b.detach()
+    norm = model.prediction_norm
+    loss = -0.5 * ((norm(p_a) * t_b).sum(dim=1).mean() + (norm(p_b) * t_a).sum(dim=1).mean())
+    loss.backward()
+    return {name: param.grad.numpy() for name, param in model.named_parameters()}
+
+
+def ort_gradients(directory: Path, view_a: np.ndarray, view_b: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """The gradients ONNX Runtime's training model computes on one batch (initial weights)."""
+    state, module, _ = open_artifacts(directory)
+    module.train()
+    module(view_a, view_b)
+    return {name: np.array(state.parameters[name].grad, copy=True) for name in names}
+
+
+def gradient_difference(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference over all parameters, over the reference's largest gradient."""
+    scale = max(float(np.abs(g).max()) for g in reference.values())
+    return max(float(np.abs(ours[name] - g).max()) for name, g in reference.items()) / scale
 
 
 def build(model: Path, directory: Path) -> ArtifactsReport:
@@ -309,7 +341,7 @@ def run(args: argparse.Namespace) -> list[Run]:
 
     print("\n[1/4] Exporting the loss graph from PyTorch; stopping the gradient at "
           f"{', '.join(networks.TARGET_TENSORS)} with onnx_stopgrad.insert_stop_gradient:")
-    plain, stopped, encoder = prepare(out, args.seed)
+    plain, stopped, encoder, net = prepare(out, args.seed)
 
     print("\n[2/4] Building ONNX Runtime training artifacts (the loss is the graph output):")
     runs = []
@@ -320,6 +352,15 @@ def run(args: argparse.Namespace) -> list[Run]:
               f"{report.gradient_nodes} gradient nodes")
     removed = runs[1].report.gradient_nodes - runs[0].report.gradient_nodes
     print(f"  the two stops removed {removed} gradient nodes (the backward pass through the target branches)")
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    batch = torch.from_numpy(data.x_train[: args.batch_size])
+    views = (networks.augment(batch, generator).numpy(), networks.augment(batch, generator).numpy())
+    reference = {detach: torch_gradients(net, *views, detach) for detach in (True, False)}
+    ort = [ort_gradients(run.directory, *views, list(reference[True])) for run in runs]
+    print("  check, one batch: ONNX Runtime's gradients vs PyTorch autograd (max difference / max gradient):")
+    print(f"    with stop    vs PyTorch with z.detach():    {gradient_difference(ort[0], reference[True]):.1e}")
+    print(f"    without stop vs PyTorch without detach:     {gradient_difference(ort[1], reference[False]):.1e}")
+    print(f"    (with detach vs without, in PyTorch:        {gradient_difference(reference[True], reference[False]):.1e})")
 
     print("\n[3/4] Training both runs with ONNX Runtime (same initial weights, same views):")
     train_both(runs, encoder, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)

@@ -59,6 +59,27 @@ def test_exported_loss_matches_pytorch(tmp_path: Path) -> None:
     assert sorted(names) == sorted(name for name, _ in networks.SimSiamLoss(net).named_parameters())
 
 
+def test_ort_gradients_equal_pytorch_detach_at_the_same_places(tmp_path: Path) -> None:
+    plain, stopped, _, net = simsiam.prepare(tmp_path, seed=5)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.rand(48, 64, generator=generator)
+    views = (networks.augment(x, generator).numpy(), networks.augment(x, generator).numpy())
+    detached = simsiam.torch_gradients(net, *views, detach=True)
+    attached = simsiam.torch_gradients(net, *views, detach=False)
+    names = list(detached)
+    simsiam.build(stopped, tmp_path / "stop")
+    simsiam.build(plain, tmp_path / "plain")
+    with_stop = simsiam.ort_gradients(tmp_path / "stop", *views, names)
+    without_stop = simsiam.ort_gradients(tmp_path / "plain", *views, names)
+    assert simsiam.gradient_difference(with_stop, detached) < 1e-5
+    assert simsiam.gradient_difference(without_stop, attached) < 1e-5
+    # the check can fail: the two formulations give clearly different encoder gradients
+    assert simsiam.gradient_difference(with_stop, attached) > 1e-2
+    for name in names:  # the predictor is on the prediction side only: same gradient either way
+        if name.startswith("net.predictor."):
+            np.testing.assert_allclose(with_stop[name], without_stop[name], rtol=1e-4, atol=1e-7)
+
+
 def test_stops_remove_only_the_target_branch_gradients(smoke: tuple[Path, list]) -> None:
     out, (with_stop, without_stop) = smoke
     assert with_stop.report.trainable == without_stop.report.trainable  # all train: shared encoder
