@@ -36,7 +36,7 @@ INFERENCE_PYTHON = REPO / ".venv-ort131" / "bin" / "python"
 PACKAGES = ("onnx", "onnxruntime-training-cpu", "onnxruntime-training", "onnxruntime", "torch", "numpy",
             "onnx-stopgrad")  # fmt: skip
 
-__all__ = ["ScriptResult", "discover", "run_script", "machine_lines", "to_markdown", "main"]
+__all__ = ["ScriptResult", "discover", "machine_lines", "main", "run_script", "to_markdown"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class ScriptResult:
 
 def discover(only: list[str] | None = None) -> list[Path]:
     """Benchmark scripts: every ``benchmarks/*.py`` except this one and private modules."""
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_"))
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     if only:
         wanted = {name.removesuffix(".py") for name in only}
         unknown = wanted - {p.stem for p in scripts}
@@ -64,9 +66,13 @@ def discover(only: list[str] | None = None) -> list[Path]:
     return scripts
 
 
-def run_script(script: Path, timeout: float, python: Path | None = None, label: str | None = None) -> ScriptResult:
+def run_script(
+    script: Path, timeout: float, python: Path | None = None, label: str | None = None
+) -> ScriptResult:
     """Run ``script`` (with ``python``, default this one) from the repository root; echo its output."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     python = python or Path(sys.executable)
     command = f"{_shown(python)} {script.relative_to(REPO)}"
     print(f"== {command}", flush=True)
@@ -133,7 +139,7 @@ def _git_commit() -> str:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()  # fmt: skip
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -149,8 +155,10 @@ def machine_lines() -> list[str]:
     versions += [f"{name} {v}" for name in PACKAGES if (v := _version(name))]
     return [
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {_cpu_model()}, {os.cpu_count()} logical cores, {_memory_gib()} RAM, "
-        f"{platform.system()} {platform.release()}",
+        (
+            f"- machine: {_cpu_model()}, {os.cpu_count()} logical cores, {_memory_gib()} RAM, "
+            f"{platform.system()} {platform.release()}"
+        ),
         f"- load average when started (1, 5, 15 min): {load}",
         f"- versions: {', '.join(versions)}",
         f"- commit: {_git_commit()}",
@@ -187,9 +195,20 @@ def _script_markdown(stdout: str) -> list[str]:
 
 def to_markdown(results: list[ScriptResult], header: list[str], command: str) -> str:
     """The whole report."""
-    lines = ["# Benchmark results", "", f"Written by `{command}`. Every number below is from one run "
-             "on the machine described here; ratios are measured within one process.", "", *header, "",
-             "| script | status | wall time (s) |", "|---|---|---:|"]  # fmt: skip
+    intro = (
+        f"Written by `{command}`. Every number below is from one run on the machine described here; "
+        "ratios are measured within one process."
+    )
+    lines = [
+        "# Benchmark results",
+        "",
+        intro,
+        "",
+        *header,
+        "",
+        "| script | status | wall time (s) |",
+        "|---|---|---:|",
+    ]
     for r in results:
         status = "ok" if r.returncode == 0 else f"FAILED (exit {r.returncode})"
         lines.append(f"| {r.name} | {status} | {r.seconds:.0f} |")
@@ -198,7 +217,9 @@ def to_markdown(results: list[ScriptResult], header: list[str], command: str) ->
         lines.extend(_script_markdown(r.stdout))
         if r.returncode != 0:
             tail = r.stderr.strip().splitlines()[-15:]
-            lines.extend(["", f"**Failed with exit status {r.returncode}.** End of stderr:", "", "```", *tail, "```"])
+            lines.extend(
+                ["", f"**Failed with exit status {r.returncode}.** End of stderr:", "", "```", *tail, "```"]
+            )
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 

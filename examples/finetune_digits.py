@@ -35,25 +35,25 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-import onnx  # noqa: E402
+import onnx
 
-from onnx_stopgrad import session_options  # noqa: E402
-from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load  # noqa: E402
+from onnx_stopgrad import session_options
+from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load
 
 __all__ = [
-    "MODEL_PATH",
     "BACKBONE_OUTPUT",
+    "MODEL_PATH",
     "Digits",
-    "load_digits_split",
-    "insert_stop_with_cli",
-    "build_artifacts",
     "accuracy",
+    "build_artifacts",
     "finetune",
-    "parameters",
     "gradient_nodes",
     "initialized_model",
-    "median_step_times",
+    "insert_stop_with_cli",
+    "load_digits_split",
     "main",
+    "median_step_times",
+    "parameters",
 ]
 
 MODEL_PATH = REPO / "models" / "digits_mlp.onnx"
@@ -87,9 +87,11 @@ def load_digits_split() -> Digits:
 
 def insert_stop_with_cli(model: Path, tensor: str, output: Path) -> str:
     """Run ``onnx-stopgrad insert MODEL --at TENSOR -o OUTPUT``; return what it printed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     command = [sys.executable, "-m", "onnx_stopgrad", "insert", str(model), "--at", tensor, "-o", str(output)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"onnx-stopgrad insert failed: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -131,8 +133,9 @@ def finetune(
     rng = np.random.default_rng(seed)
     steps = epochs * (len(data.x_train) // batch_size)
     losses: list[float] = []
-    with tqdm(total=steps, desc="fine-tuning the head", unit="step", disable=not progress, ncols=80,
-              mininterval=0.2) as bar:
+    with tqdm(
+        total=steps, desc="fine-tuning the head", unit="step", disable=not progress, ncols=80, mininterval=0.2
+    ) as bar:
         for _ in range(epochs):
             module.train()
             epoch_losses = []
@@ -230,29 +233,43 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits_split()
-    print(f"Task: classify digits 5-9 ({len(data.x_train)} training, {len(data.x_test)} held-out images) "
-          f"with {_rel(MODEL_PATH)}: backbone pretrained on digits 0-4, head untrained.")
+    print(
+        f"Task: classify digits 5-9 ({len(data.x_train)} training, {len(data.x_test)} held-out images) "
+        f"with {_rel(MODEL_PATH)}: backbone pretrained on digits 0-4, head untrained."
+    )
 
     stopped = out / "digits_mlp.stopgrad.onnx"
     _say("1/5", f"Inserting a StopGradient at the backbone output `{BACKBONE_OUTPUT}` with the CLI:")
     print(f"$ onnx-stopgrad insert {_rel(MODEL_PATH)} --at {BACKBONE_OUTPUT} -o {_rel(stopped)}")
     print(insert_stop_with_cli(MODEL_PATH, BACKBONE_OUTPUT, stopped))
 
-    _say("2/5", "Building ONNX Runtime training artifacts (cross-entropy, AdamW); the stop decides what trains:")
+    _say(
+        "2/5",
+        "Building ONNX Runtime training artifacts (cross-entropy, AdamW); the stop decides what trains:",
+    )
     with_stop = build_artifacts(stopped, out / "artifacts_stop")
-    sizes = {init.name: int(np.prod(init.dims)) for init in onnx.load(str(MODEL_PATH)).graph.initializer
-             if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) > 0}
+    sizes = {
+        init.name: int(np.prod(init.dims))
+        for init in onnx.load(str(MODEL_PATH)).graph.initializer
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) > 0
+    }
     all_params = list(sizes)
-    print(f"  trains:  {', '.join(with_stop.trainable)} ({sum(sizes[p] for p in with_stop.trainable):,} weights)")
-    print(f"  frozen:  {', '.join(with_stop.frozen)} ({sum(sizes[p] for p in with_stop.frozen):,} weights, "
-          "behind the stop)")
+    print(
+        f"  trains:  {', '.join(with_stop.trainable)} ({sum(sizes[p] for p in with_stop.trainable):,} weights)"
+    )
+    print(
+        f"  frozen:  {', '.join(with_stop.frozen)} ({sum(sizes[p] for p in with_stop.frozen):,} weights, "
+        "behind the stop)"
+    )
     for line in with_stop.adjustments:
         print(f"  adjusted: {line}")
     print("  (for comparison: the same model without the stop, every parameter trained end to end)")
     end_to_end = build_artifacts(MODEL_PATH, out / "artifacts_end_to_end", requires_grad=all_params)
     removed = gradient_nodes(out / "artifacts_end_to_end") - gradient_nodes(out / "artifacts_stop")
-    print(f"  gradient nodes: {with_stop.gradient_nodes} with the stop, {end_to_end.gradient_nodes} end to end; "
-          f"the stop removed {sum(removed.values())}:")
+    print(
+        f"  gradient nodes: {with_stop.gradient_nodes} with the stop, {end_to_end.gradient_nodes} end to end; "
+        f"the stop removed {sum(removed.values())}:"
+    )
     for line in _describe(removed):
         print(f"    {line}")
 
@@ -260,9 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     before = accuracy(stopped, data.x_test, data.y_test)
     print(f"  accuracy before: {before:.1%} (chance: 20.0%)")
 
-    _say("4/5", f"Fine-tuning the head with ONNX Runtime training ({args.epochs} epochs, batch {args.batch_size}):")
-    state, module, losses = finetune(out / "artifacts_stop", data, epochs=args.epochs,
-                                     batch_size=args.batch_size, lr=args.lr)
+    _say(
+        "4/5",
+        f"Fine-tuning the head with ONNX Runtime training ({args.epochs} epochs, batch {args.batch_size}):",
+    )
+    state, _, losses = finetune(
+        out / "artifacts_stop", data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr
+    )
     print(f"  loss per epoch: {losses[0]:.3f} -> {losses[-1]:.3f}")
     trained = parameters(state, all_params)
     finetuned = out / "digits_mlp.finetuned.onnx"
@@ -275,24 +296,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<18} max |change| = {change:.2e}  ({'trained' if change else 'unchanged'})")
     print(f"  saved the fine-tuned model (trained weights from the checkpoint state): {_rel(finetuned)}")
 
-    _say("5/5", f"Step time (median of {args.timing_steps} steps each, taking turns; batch {args.batch_size}, "
-                "forward+backward+AdamW):")
-    t_stop, t_full = median_step_times([out / "artifacts_stop", out / "artifacts_end_to_end"], data,
-                                       batch_size=args.batch_size, steps=args.timing_steps)
+    _say(
+        "5/5",
+        f"Step time (median of {args.timing_steps} steps each, taking turns; batch {args.batch_size}, "
+        "forward+backward+AdamW):",
+    )
+    t_stop, t_full = median_step_times(
+        [out / "artifacts_stop", out / "artifacts_end_to_end"],
+        data,
+        batch_size=args.batch_size,
+        steps=args.timing_steps,
+    )
     print(f"  with the stop (head only):        {t_stop * 1e3:.3f} ms")
     print(f"  without the stop (end to end):    {t_full * 1e3:.3f} ms")
     print(f"  ratio: {t_stop / t_full:.2f}x the end-to-end step time")
 
-    print(f"\nDone in {time.perf_counter() - started:.0f} s. What to try next (after `source .venv/bin/activate`):")
+    print(
+        f"\nDone in {time.perf_counter() - started:.0f} s. What to try next (after `source .venv/bin/activate`):"
+    )
     model = _rel(MODEL_PATH)
     for command, why in [
         (f"onnx-stopgrad list {_rel(stopped)}", "the stop and the parameters it freezes"),
         (f"onnx-stopgrad analyze {model} --at {BACKBONE_OUTPUT}", "what a stop costs and saves"),
-        (f"onnx-stopgrad show {_rel(stopped)} -o {_rel(out / 'graph.svg')}", "a picture, the stopped region shaded"),
-        (f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0 -o {_rel(out / 'earlier.onnx')}",
-         "stop earlier: backbone.2 trains too"),
-        (f"onnx-stopgrad artifacts {_rel(stopped)} -o {_rel(out / 'cli_artifacts')} --loss crossentropy",
-         "the same artifacts from the CLI"),
+        (
+            f"onnx-stopgrad show {_rel(stopped)} -o {_rel(out / 'graph.svg')}",
+            "a picture, the stopped region shaded",
+        ),
+        (
+            f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0 -o {_rel(out / 'earlier.onnx')}",
+            "stop earlier: backbone.2 trains too",
+        ),
+        (
+            f"onnx-stopgrad artifacts {_rel(stopped)} -o {_rel(out / 'cli_artifacts')} --loss crossentropy",
+            "the same artifacts from the CLI",
+        ),
         ("python examples/simsiam/simsiam.py", "SimSiam: what happens without a stop"),
     ]:
         print(f"  {command}\n      # {why}")

@@ -33,8 +33,8 @@ __all__ = [
     "MODEL_PATH",
     "SPLIT_PATH",
     "DigitsNet",
-    "make_split",
     "main",
+    "make_split",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +75,7 @@ def make_split(targets: np.ndarray, seed: int = SEED) -> dict[str, list[int]]:
     test: list[int] = []
     for digit in FINETUNE_CLASSES:  # stratified: 30% of each class is held out
         idx = rng.permutation(np.flatnonzero(targets == digit))
-        n_test = int(round(len(idx) * FINETUNE_TEST_FRACTION))
+        n_test = round(len(idx) * FINETUNE_TEST_FRACTION)
         test.extend(sorted(idx[:n_test].tolist()))
         train.extend(sorted(idx[n_test:].tolist()))
     return {"pretrain": pretrain.tolist(), "finetune_train": train, "finetune_test": test}
@@ -151,8 +151,10 @@ def main() -> None:
     net.head = nn.Linear(FEATURES, len(FINETUNE_CLASSES))  # fresh head for the new task
     _export(net, MODEL_PATH)
     size_kb = MODEL_PATH.stat().st_size / 1024
-    print(f"wrote {MODEL_PATH.relative_to(HERE.parent)} ({size_kb:.0f} KB) and "
-          f"{SPLIT_PATH.relative_to(HERE.parent)}")
+    print(
+        f"wrote {MODEL_PATH.relative_to(HERE.parent)} ({size_kb:.0f} KB) and "
+        f"{SPLIT_PATH.relative_to(HERE.parent)}"
+    )
 
 
 if __name__ == "__main__":

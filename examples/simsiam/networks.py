@@ -29,8 +29,8 @@ __all__ = [
     "SimSiam",
     "SimSiamLoss",
     "augment",
-    "export_loss_graph",
     "export_encoder",
+    "export_loss_graph",
 ]
 
 EMBED_DIM = 64

@@ -34,17 +34,30 @@ for path in (str(HERE), str(REPO)):  # run from a checkout without `pip install 
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import onnx  # noqa: E402
-import torch  # noqa: E402
+import networks
+import onnx
+import torch
 
-import networks  # noqa: E402
-from onnx_stopgrad import insert_stop_gradient, session_options  # noqa: E402
-from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load  # noqa: E402
+from onnx_stopgrad import insert_stop_gradient, session_options
+from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load
 
 __all__ = [
-    "Digits", "Run", "load_data", "prepare", "build", "torch_gradients", "ort_gradients", "gradient_difference",
-    "evaluate", "knn_accuracy", "train_both", "plot",
-    "verdict", "parse_args", "run", "main",
+    "Digits",
+    "Run",
+    "build",
+    "evaluate",
+    "gradient_difference",
+    "knn_accuracy",
+    "load_data",
+    "main",
+    "ort_gradients",
+    "parse_args",
+    "plot",
+    "prepare",
+    "run",
+    "torch_gradients",
+    "train_both",
+    "verdict",
 ]  # fmt: skip
 
 KNN_K = 5
@@ -108,7 +121,9 @@ def prepare(out: Path, seed: int = 0) -> tuple[Path, Path, onnx.ModelProto, netw
     return plain, stopped_path, encoder, net
 
 
-def torch_gradients(net: networks.SimSiam, view_a: np.ndarray, view_b: np.ndarray, detach: bool) -> dict[str, np.ndarray]:
+def torch_gradients(
+    net: networks.SimSiam, view_a: np.ndarray, view_b: np.ndarray, detach: bool
+) -> dict[str, np.ndarray]:
     """PyTorch autograd's gradients of the loss; ``detach``: SimSiam's ``z.detach()`` on the targets."""
     import copy
 
@@ -125,7 +140,9 @@ def torch_gradients(net: networks.SimSiam, view_a: np.ndarray, view_b: np.ndarra
     return {name: param.grad.numpy() for name, param in model.named_parameters()}
 
 
-def ort_gradients(directory: Path, view_a: np.ndarray, view_b: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+def ort_gradients(
+    directory: Path, view_a: np.ndarray, view_b: np.ndarray, names: list[str]
+) -> dict[str, np.ndarray]:
     """The gradients ONNX Runtime's training model computes on one batch (initial weights)."""
     state, module, _ = open_artifacts(directory)
     module.train()
@@ -183,7 +200,9 @@ def knn_accuracy(bank: np.ndarray, labels: np.ndarray, queries: np.ndarray, trut
     return float(np.mean(predicted == truth))
 
 
-def evaluate(encoder: onnx.ModelProto, params: dict[str, np.ndarray], data: Digits) -> tuple[float, float, float]:
+def evaluate(
+    encoder: onnx.ModelProto, params: dict[str, np.ndarray], data: Digits
+) -> tuple[float, float, float]:
     """(std of the l2-normalised held-out outputs, kNN accuracy, kNN accuracy of augmented queries).
 
     The std is taken per output channel over the held-out digits and averaged over channels,
@@ -250,7 +269,8 @@ def train_both(
 
 def _echo_epoch(epoch: int, runs: list[Run]) -> None:
     cells = " | ".join(
-        f"{'-' if np.isnan(run.loss[-1]) else f'{run.loss[-1]:.3f}':>7} {run.std[-1]:>6.4f} {run.knn[-1]:>6.1%} {run.knn_augmented[-1]:>9.1%}" for run in runs
+        f"{'-' if np.isnan(run.loss[-1]) else f'{run.loss[-1]:.3f}':>7} {run.std[-1]:>6.4f} {run.knn[-1]:>6.1%} {run.knn_augmented[-1]:>9.1%}"
+        for run in runs
     )
     print(f"{epoch:>5}  {cells}", flush=True)
 
@@ -269,8 +289,12 @@ def plot(runs: list[Run], path: Path) -> None:
         colour = colours.get(i, None)
         axes[0].plot(epochs[1:], run.loss[1:], color=colour, label=run.name)
         axes[1].plot(epochs, run.std, color=colour, label=run.name)
-        axes[2].plot(epochs, np.array(run.knn_augmented) * 100, color=colour, label=f"{run.name}, augmented queries")
-        axes[2].plot(epochs, np.array(run.knn) * 100, color=colour, linestyle=":", label=f"{run.name}, clean queries")
+        axes[2].plot(
+            epochs, np.array(run.knn_augmented) * 100, color=colour, label=f"{run.name}, augmented queries"
+        )
+        axes[2].plot(
+            epochs, np.array(run.knn) * 100, color=colour, linestyle=":", label=f"{run.name}, clean queries"
+        )
     axes[0].set(title="training loss (negative cosine)", xlabel="epoch", ylim=(-1.02, 0.02))
     axes[1].axhline(networks.EMBED_DIM**-0.5, color="grey", linestyle="--", label="1/sqrt(d)")
     axes[1].set(title="std of l2-normalised output (held-out)", xlabel="epoch", ylim=(0, None))
@@ -336,11 +360,15 @@ def run(args: argparse.Namespace) -> list[Run]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(args.seed, n_train=512 if args.smoke else None)
-    print(f"SimSiam on sklearn digits: {len(data.x_train)} training and {len(data.x_test)} held-out images, "
-          f"d = {networks.EMBED_DIM}, batch {args.batch_size}, AdamW lr {args.lr}, {args.epochs} epochs.")
+    print(
+        f"SimSiam on sklearn digits: {len(data.x_train)} training and {len(data.x_test)} held-out images, "
+        f"d = {networks.EMBED_DIM}, batch {args.batch_size}, AdamW lr {args.lr}, {args.epochs} epochs."
+    )
 
-    print("\n[1/4] Exporting the loss graph from PyTorch; stopping the gradient at "
-          f"{', '.join(networks.TARGET_TENSORS)} with onnx_stopgrad.insert_stop_gradient:")
+    print(
+        "\n[1/4] Exporting the loss graph from PyTorch; stopping the gradient at "
+        f"{', '.join(networks.TARGET_TENSORS)} with onnx_stopgrad.insert_stop_gradient:"
+    )
     plain, stopped, encoder, net = prepare(out, args.seed)
 
     print("\n[2/4] Building ONNX Runtime training artifacts (the loss is the graph output):")
@@ -348,8 +376,10 @@ def run(args: argparse.Namespace) -> list[Run]:
     for name, model in (("with stop", stopped), ("without stop", plain)):
         report = build(model, out / ("artifacts_" + name.replace(" ", "_")))
         runs.append(Run(name, report.directory, report))
-        print(f"  {name:<13} {len(report.trainable)} parameters train, {len(report.frozen)} frozen, "
-              f"{report.gradient_nodes} gradient nodes")
+        print(
+            f"  {name:<13} {len(report.trainable)} parameters train, {len(report.frozen)} frozen, "
+            f"{report.gradient_nodes} gradient nodes"
+        )
     removed = runs[1].report.gradient_nodes - runs[0].report.gradient_nodes
     print(f"  the two stops removed {removed} gradient nodes (the backward pass through the target branches)")
     generator = torch.Generator().manual_seed(args.seed + 2)
@@ -358,18 +388,28 @@ def run(args: argparse.Namespace) -> list[Run]:
     reference = {detach: torch_gradients(net, *views, detach) for detach in (True, False)}
     ort = [ort_gradients(run.directory, *views, list(reference[True])) for run in runs]
     print("  check, one batch: ONNX Runtime's gradients vs PyTorch autograd (max difference / max gradient):")
-    print(f"    with stop    vs PyTorch with z.detach():    {gradient_difference(ort[0], reference[True]):.1e}")
-    print(f"    without stop vs PyTorch without detach:     {gradient_difference(ort[1], reference[False]):.1e}")
-    print(f"    (with detach vs without, in PyTorch:        {gradient_difference(reference[True], reference[False]):.1e})")
+    print(
+        f"    with stop    vs PyTorch with z.detach():    {gradient_difference(ort[0], reference[True]):.1e}"
+    )
+    print(
+        f"    without stop vs PyTorch without detach:     {gradient_difference(ort[1], reference[False]):.1e}"
+    )
+    print(
+        f"    (with detach vs without, in PyTorch:        {gradient_difference(reference[True], reference[False]):.1e})"
+    )
 
     print("\n[3/4] Training both runs with ONNX Runtime (same initial weights, same views):")
-    train_both(runs, encoder, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    train_both(
+        runs, encoder, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
 
     print("\n[4/4] Result (measured):")
     png = out / "simsiam_collapse.png"
     plot(runs, png)
     for line in verdict(runs[0], runs[1]):
         print(f"  {line}")
+    if args.smoke:
+        print(f"  (smoke run: {args.epochs} epochs on {len(data.x_train)} digits is too short to judge the collapse)")
     print(f"  plot: {png}")
     print(f"Done in {time.perf_counter() - started:.0f} s.")
     return runs

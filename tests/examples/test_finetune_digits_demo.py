@@ -105,14 +105,18 @@ def test_control_without_the_stop_moves_the_backbone(pipeline: dict) -> None:
 
 def test_step_time_is_measured(pipeline: dict) -> None:
     data = demo.load_digits_split()
-    times = demo.median_step_times([pipeline["out"] / "stop", pipeline["out"] / "full"], data, steps=5, warmup=1)
+    times = demo.median_step_times(
+        [pipeline["out"] / "stop", pipeline["out"] / "full"], data, steps=5, warmup=1
+    )
     assert len(times) == 2 and all(0 < t < 1 for t in times)
 
 
 def test_split_is_reproducible_and_disjoint() -> None:
     from sklearn.datasets import load_digits
 
-    spec = importlib.util.spec_from_file_location("make_digits_model", REPO / "models" / "make_digits_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_digits_model", REPO / "models" / "make_digits_model.py"
+    )
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
     targets = load_digits().target
@@ -128,9 +132,13 @@ def test_demo_main_prints_what_the_issue_asks(tmp_path: Path, capsys: pytest.Cap
     assert demo.main(["--epochs", "3", "--timing-steps", "5", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     accuracy_lines = [line for line in out.splitlines() if "accuracy" in line and "%" in line]
-    assert any("before" in line for line in accuracy_lines) and any("after" in line for line in accuracy_lines)
+    assert any("before" in line for line in accuracy_lines) and any(
+        "after" in line for line in accuracy_lines
+    )
     assert "trains:  head.bias, head.weight" in out
-    removed = demo.gradient_nodes(tmp_path / "artifacts_end_to_end") - demo.gradient_nodes(tmp_path / "artifacts_stop")
+    removed = demo.gradient_nodes(tmp_path / "artifacts_end_to_end") - demo.gradient_nodes(
+        tmp_path / "artifacts_stop"
+    )
     assert sum(removed.values()) > 0 and f"the stop removed {sum(removed.values())}:" in out
     assert "with the stop" in out and "without the stop" in out
     assert "What to try next" in out

@@ -26,7 +26,7 @@ sys.path.insert(0, str(SIMSIAM_DIR))
 simsiam = importlib.import_module("simsiam")
 networks = importlib.import_module("networks")
 
-import torch  # noqa: E402
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_exported_loss_matches_pytorch(tmp_path: Path) -> None:
     stopped, _ = insert_stop_gradient(plain, list(networks.TARGET_TENSORS))
     feeds = {"view_a": view_a.numpy(), "view_b": view_b.numpy()}
     for model in (plain, stopped):
-        session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+        )
         assert session.run(["loss"], feeds)[0] == pytest.approx(expected, rel=1e-5, abs=1e-6)
     # every parameter is its own initializer (the exporter's merging of equal ones undone)
     names = [init.name for init in plain.graph.initializer]
@@ -81,13 +83,15 @@ def test_ort_gradients_equal_pytorch_detach_at_the_same_places(tmp_path: Path) -
 
 
 def test_stops_remove_only_the_target_branch_gradients(smoke: tuple[Path, list]) -> None:
-    out, (with_stop, without_stop) = smoke
+    _, (with_stop, without_stop) = smoke
     assert with_stop.report.trainable == without_stop.report.trainable  # all train: shared encoder
     assert len(with_stop.report.trainable) == 16 and not with_stop.report.frozen
 
     def grad_scopes(run) -> set[str]:
         model = onnx.load(str(run.directory / "training_model.onnx"), load_external_data=False)
-        return {n.name.split("/")[1] for n in model.graph.node if "_Grad/" in n.name and n.name.startswith("/")}
+        return {
+            n.name.split("/")[1] for n in model.graph.node if "_Grad/" in n.name and n.name.startswith("/")
+        }
 
     assert {"target_a", "target_b"} <= grad_scopes(without_stop)
     assert not {"target_a", "target_b"} & grad_scopes(with_stop)
@@ -95,7 +99,7 @@ def test_stops_remove_only_the_target_branch_gradients(smoke: tuple[Path, list])
 
 
 def test_smoke_runs_differ_as_simsiam_predicts(smoke: tuple[Path, list]) -> None:
-    out, (with_stop, without_stop) = smoke
+    _, (with_stop, without_stop) = smoke
     for run in (with_stop, without_stop):
         assert len(run.std) == 4 and all(np.isfinite(run.loss[1:]))
     assert with_stop.std[0] == without_stop.std[0]  # same initial weights
