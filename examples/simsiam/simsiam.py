@@ -409,7 +409,9 @@ def run(args: argparse.Namespace) -> list[Run]:
     for line in verdict(runs[0], runs[1]):
         print(f"  {line}")
     if args.smoke:
-        print(f"  (smoke run: {args.epochs} epochs on {len(data.x_train)} digits is too short to judge the collapse)")
+        print(
+            f"  (smoke run: {args.epochs} epochs on {len(data.x_train)} digits is too short to judge the collapse)"
+        )
     print(f"  plot: {png}")
     print(f"Done in {time.perf_counter() - started:.0f} s.")
     return runs
