@@ -138,9 +138,10 @@ def _git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        return commit + (" (with uncommitted changes)" if dirty else "")
+        measured = ["onnx_stopgrad", "custom_ops", "benchmarks", ":!benchmarks/RESULTS.md"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *measured],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        return commit + (" (with uncommitted changes to the code measured)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
