@@ -3,8 +3,9 @@
 1. One InferenceSession with the library, ``--threads`` threads running it concurrently for
    ``--runs`` runs in total: every output must equal its input; RSS is sampled after
    warm-up (the first 10% of runs) and at the end.
-2. ``--cycles`` InferenceSessions created (library registered) and destroyed in this one
-   process: RSS after the first 10% of cycles and at the end.
+2. ``--cycles`` InferenceSessions created and destroyed in this one process, all with one
+   ``session_options()`` (``--fresh-options``: the library registered anew for each):
+   RSS after the first 10% of cycles and at the end.
 
 Prints the figures (``--json`` for a machine-readable line). Exit status 1 when an output
 differed, a thread failed, or RSS grew more than ``--max-growth-mb`` after warm-up.
@@ -101,24 +102,31 @@ def threaded_runs(runs: int = 10_000, threads: int = 16) -> dict:
     return figures
 
 
-def session_cycles(cycles: int = 1_000) -> dict:
-    """Create and destroy ``cycles`` sessions with the library; RSS after warm-up and at the end."""
+def session_cycles(cycles: int = 1_000, fresh_options: bool = False) -> dict:
+    """Create and destroy ``cycles`` sessions with the library; RSS after warm-up and at the end.
+
+    By default every session shares one ``session_options()``; ``fresh_options`` registers
+    the library on new SessionOptions for every session, so the library is unloaded and
+    loaded again each cycle (the last SessionOptions holding it is gone).
+    """
     model = _model()
+    shared = None if fresh_options else session_options()
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     warm_at = max(cycles // 10, 1)
     rss_warm = None
     mismatches = 0
     started = time.perf_counter()
     for index in range(1, cycles + 1):
-        session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
+        options = session_options() if fresh_options else shared
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         mismatches += session.run(None, {"x": x})[0].tobytes() != x.tobytes()
-        del session
+        del session, options  # fresh options: the library is unloaded here, loaded again next
         if index == warm_at:
             gc.collect()
             rss_warm = _rss_mb()
     gc.collect()
     rss_end = _rss_mb()
-    return {"cycles": cycles, "mismatches": mismatches, "seconds": time.perf_counter() - started,
+    return {"cycles": cycles, "fresh_options": fresh_options, "mismatches": mismatches, "seconds": time.perf_counter() - started,
             "rss_warm_mb": rss_warm, "rss_end_mb": rss_end,
             "rss_growth_after_warmup_mb": rss_end - rss_warm,
             "kb_per_cycle_after_warmup": (rss_end - rss_warm) * 1024 / max(cycles - warm_at, 1)}
@@ -129,15 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--cycles", type=int, default=1_000)
+    parser.add_argument("--fresh-options", action="store_true",
+                        help="register the library on new SessionOptions for every session")
     parser.add_argument("--max-growth-mb", type=float, default=20.0)
+    parser.add_argument("--library", type=Path, default=None,
+                        help="use this build of libonnx_stopgrad.so (e.g. to check a fix)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.library is not None:
+        import onnx_stopgrad._library as library
+
+        library.get_library_path = lambda: str(args.library.resolve())
     onnx.checker  # noqa: B018  (onnx imported for the model helpers)
     figures = {"onnxruntime": ort.__version__, "rss_start_mb": _rss_mb()}
     if args.runs:
         figures["threaded"] = threaded_runs(args.runs, args.threads)
     if args.cycles:
-        figures["sessions"] = session_cycles(args.cycles)
+        figures["sessions"] = session_cycles(args.cycles, args.fresh_options)
     if args.json:
         print(json.dumps(figures))
     else:

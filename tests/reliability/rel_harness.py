@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -200,7 +201,9 @@ def judge(result: RunResult, case: Case, output: Path | None) -> tuple[list[str]
     elif result.rc < 0:
         bad.append(f"killed by signal {-result.rc}")
     if "Traceback" in err:
-        bad.append("traceback: " + err.strip().splitlines()[-1][:300])
+        frames = re.findall(r'File "[^"]*/(onnx_stopgrad/[^"]+)", line (\d+), in (\w+)', err)
+        where = " at {}:{} in {}".format(*frames[-1]) if frames else ""
+        bad.append("traceback: " + err.strip().splitlines()[-1][:300] + where)
     if result.rc not in (0, 1) and not result.timed_out:
         bad.append(f"exit code {result.rc}")
     if result.rc == 1:

@@ -34,17 +34,27 @@ def test_sixteen_threads_ten_thousand_runs_outputs_equal_inputs_rss_flat() -> No
     assert figures["rss_growth_after_warmup_mb"] < 10
 
 
-_LEAK = (
-    "RSS grows ~5-40 KB per InferenceSession created with freshly registered SessionOptions "
-    "(custom_ops/src/registry.cc makes a new OrtCustomOpDomain per registration and keeps it; "
-    "reusing one SessionOptions shows no growth)"
+@pytest.mark.large
+def test_thousand_sessions_created_and_destroyed_rss_flat() -> None:
+    """With one ``session_options()`` shared by the sessions (the documented use)."""
+    figures = _campaign("--runs", "0", "--cycles", "1000")["sessions"]
+    print(f"\nsessions: {figures}")
+    assert figures["mismatches"] == 0
+    assert figures["kb_per_cycle_after_warmup"] < 2, figures
+
+
+_RELOAD_LEAK = (
+    "each unload+reload of libonnx_stopgrad.so keeps ~35 KB: the library links libstdc++ "
+    "statically (custom_ops/CMakeLists.txt) and that copy's start-up allocations are never "
+    "freed at dlclose; ORT unloads the library when the last SessionOptions that registered it "
+    "dies. Measured: dynamic libstdc++ ~1 KB/cycle, static + '-z nodelete' 0 KB/cycle"
 )
 
 
 @pytest.mark.large
-@pytest.mark.xfail(strict=True, reason=_LEAK)
-def test_thousand_sessions_created_and_destroyed_rss_flat() -> None:
-    figures = _campaign("--runs", "0", "--cycles", "1000")["sessions"]
-    print(f"\nsessions: {figures}")
+@pytest.mark.xfail(strict=True, reason=_RELOAD_LEAK)
+def test_thousand_sessions_each_with_fresh_options_rss_flat() -> None:
+    figures = _campaign("--runs", "0", "--cycles", "1000", "--fresh-options")["sessions"]
+    print(f"\nsessions, fresh options: {figures}")
     assert figures["mismatches"] == 0
     assert figures["kb_per_cycle_after_warmup"] < 2, figures
