@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to fuzz [5]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", type=int, default=0, help="stop after this many cases (0: time only)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case [20]")
     parser.add_argument("--mem-mb", type=int, default=1024, help="address space a case may add [1024]")
     parser.add_argument("--keep-failures", type=Path, default=None, help="copy failing cases here")
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.minutes * 60
     index = 0
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (not args.cases or index < args.cases):
             entry = rng.choice(corpus)
             structured = index % 2 == 0
             label, result, bad, notes = fuzz_one(

@@ -187,7 +187,8 @@ def _checker_error(path: Path) -> str:
     return ""
 
 
-def judge(result: RunResult, case: Case, output: Path | None) -> tuple[list[str], list[str]]:
+def judge(result: RunResult, case: Case, output: Path | None, *,
+          onnx_output: bool = True) -> tuple[list[str], list[str]]:
     """``(violations, notes)`` for one run; ``output`` is where a writing command writes.
 
     A note is a finding that is not a crash: an output written from an input that
@@ -226,7 +227,7 @@ def judge(result: RunResult, case: Case, output: Path | None) -> tuple[list[str]
             bad.append("exit 0 but no output written")
         else:
             expected_new = {str(p.relative_to(case.directory)) for p in output.parent.iterdir()}
-            problem = _checker_error(output)
+            problem = _checker_error(output) if onnx_output else ""
             if problem:
                 source_problem = _checker_error(case.model)
                 if source_problem:
@@ -277,7 +278,8 @@ class Tally:
 
 # --- one fuzz case, shared by the tests and scripts/fuzz_campaign.py ---------------------
 
-COMMAND_KINDS = ("insert", "insert_consumer", "list", "remove", "remove_identity", "api_insert", "api_list")
+COMMAND_KINDS = ("insert", "insert_consumer", "list", "remove", "remove_identity", "api_insert", "api_list",
+                 "analyze", "show")
 
 
 def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, bytes],
@@ -308,12 +310,15 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
         "list": ["list", "model.onnx", "--json"],
         "remove": ["remove", "model.onnx", "-o", str(out)],
         "remove_identity": ["remove", "model.onnx", "--to-identity", "-o", str(out)],
+        "analyze": ["analyze", "model.onnx", "--at", target, "--static", "--json"],
+        "show": ["show", "model.onnx", "--at", target, "-o", str(out.with_suffix(".dot"))],
     }.get(kind, [])
     api = None
     if kind.startswith("api_"):
         api = {"op": kind[4:], "model": str(case.model), "at": [target], "out": str(out)}
     result = server.run(argv, case.directory, timeout=timeout, mem_mb=mem_mb, watch=case.watch, api=api)
-    bad, notes = judge(result, case, None if kind in ("list", "api_list") else out)
+    written = {"list": None, "api_list": None, "analyze": None, "show": out.with_suffix(".dot")}.get(kind, out)
+    bad, notes = judge(result, case, written, onnx_output=kind != "show")
     if not bad:
         shutil.rmtree(case.directory, ignore_errors=True)
     return f"{name} {how} {kind} --at {target!r}", result, bad, notes

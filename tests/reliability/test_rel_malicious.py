@@ -269,3 +269,24 @@ def test_external_data_location_that_is_not_utf8_is_refused(forkserver, corpus, 
     case = prepare_case(tmp_path, "loc_utf8", data, {"weights.bin": weights})
     result = _assert_refused(forkserver, case, command, target="h1b")
     assert "UTF-8" in result.stderr
+
+
+# --- warnings on stderr before the error line --------------------------------------------------
+
+_WARNING_LINE = (
+    "onnx_stopgrad/analysis/_shapes.py logs a warning ('shape inference failed ...; using the "
+    "shapes stored in the model') that Python's last-resort handler prints on stderr, so the "
+    "user gets two lines; found by the fuzz campaign (a graph output renamed to an int64 initializer)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_WARNING_LINE)
+def test_analyze_error_is_one_line_even_when_shape_inference_fails(forkserver, corpus, tmp_path) -> None:
+    model = onnx.ModelProto()
+    model.CopyFrom(next(e for e in corpus if e.name == "loop").proto)
+    model.graph.output[0].name = "trip"  # int64 initializer, declared FLOAT [2, 4]
+    case = _case(tmp_path, model)
+    result = forkserver.run(["analyze", "model.onnx", "--static"], case.directory, watch=case.watch)
+    bad, _ = judge(result, case, None)
+    assert result.rc == 1
+    assert not bad, bad
