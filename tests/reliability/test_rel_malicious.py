@@ -290,3 +290,31 @@ def test_analyze_error_is_one_line_even_when_shape_inference_fails(forkserver, c
     bad, _ = judge(result, case, None)
     assert result.rc == 1
     assert not bad, bad
+
+
+# --- artifacts reads the weights: hostile offsets and lengths ------------------------------
+
+_LENGTH = (
+    "onnx_stopgrad/training/_artifacts.py _load_complete catches only OSError from onnx's "
+    "load_external_data_for_model, which raises ValueError for a length past the end of the "
+    "file, a negative length or a non-numeric one: traceback instead of one line"
+)
+
+
+@pytest.mark.training
+@pytest.mark.xfail(strict=True, reason=_LENGTH)
+@pytest.mark.parametrize("key,value", [("length", str(2**40)), ("length", "-5"), ("offset", "abc"),
+                                       ("offset", str(2**62))])
+def test_artifacts_with_hostile_offset_or_length_is_one_line(forkserver, corpus, tmp_path, key, value) -> None:
+    pytest.importorskip("onnxruntime.training")
+    model, weights = _external_mlp(corpus, tmp_path)
+    tensor = model.graph.initializer[0]
+    entry = next((e for e in tensor.external_data if e.key == key), None) or tensor.external_data.add(key=key)
+    entry.value = value
+    case = _case(tmp_path, model, **{"weights.bin": weights})
+    out = case.out_dir / "art"
+    result = forkserver.run(["artifacts", "model.onnx", "-o", str(out), "--loss", "mse"], case.directory,
+                            timeout=120, mem_mb=4096, watch=case.watch)
+    bad, _ = judge(result, case, None)
+    assert result.rc == 1 and not bad, bad
+    assert not out.exists()
