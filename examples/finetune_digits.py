@@ -38,7 +38,14 @@ if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
 import onnx
 
 from onnx_stopgrad import session_options
-from onnx_stopgrad.training import ArtifactsReport, generate_artifacts, load
+from onnx_stopgrad.training import (
+    ArtifactsReport,
+    export_for_inference,
+    generate_artifacts,
+    is_gradient_node,
+    load,
+)
+from onnx_stopgrad.training._count import GRADIENT_NODE_MARK
 
 __all__ = [
     "BACKBONE_OUTPUT",
@@ -48,7 +55,6 @@ __all__ = [
     "build_artifacts",
     "finetune",
     "gradient_nodes",
-    "initialized_model",
     "insert_stop_with_cli",
     "load_digits_split",
     "main",
@@ -60,7 +66,6 @@ MODEL_PATH = REPO / "models" / "digits_mlp.onnx"
 SPLIT_PATH = REPO / "models" / "digits_split.json"
 BACKBONE_OUTPUT = "/backbone/output"  # documented in models/make_digits_model.py
 FIRST_CLASS = 5  # the head predicts digit - 5
-GRADIENT_NODE_MARK = "_Grad/"
 
 
 @dataclass(frozen=True)
@@ -105,12 +110,11 @@ def build_artifacts(model: Path, directory: Path, requires_grad: list[str] | Non
     )  # fmt: skip
 
 
-def accuracy(model: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of ``x`` whose arg-max logit is ``y`` (ONNX Runtime, op library loaded)."""
     import onnxruntime as ort
 
-    source = str(model) if isinstance(model, Path) else model
-    session = ort.InferenceSession(source, session_options(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), session_options(), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"pixels": x})[0]
     return float(np.mean(logits.argmax(axis=1) == y))
 
@@ -158,25 +162,19 @@ def parameters(state: Any, names: list[str] | tuple[str, ...]) -> dict[str, np.n
 def gradient_nodes(directory: Path) -> Counter[tuple[str, str]]:
     """The gradient nodes of ``directory``'s training model as (forward node, op type) counts.
 
-    ORT names them ``<forward node>_Grad/<op>_<i>`` with a per-model counter, so they are
-    compared by forward node and op type. The loss block's node becomes ``<loss>``.
+    Gradient nodes as ``onnx_stopgrad.training.is_gradient_node`` defines them. ORT names
+    them ``<forward node>_Grad/<op>_<i>`` with a per-model counter, so they are compared by
+    forward node and op type. The loss block's node becomes ``<loss>``, the Sums adding up
+    the gradients of a tensor read twice ``<sum of gradients>``.
     """
     model = onnx.load(str(directory / "training_model.onnx"), load_external_data=False)
     counts: Counter[tuple[str, str]] = Counter()
     for node in model.graph.node:
-        if GRADIENT_NODE_MARK in node.name:
-            forward = node.name.split(GRADIENT_NODE_MARK)[0]
-            counts[("<loss>" if forward.startswith("onnx::") else forward, node.op_type)] += 1
+        if is_gradient_node(node):
+            forward = node.name.split(GRADIENT_NODE_MARK)[0] if GRADIENT_NODE_MARK in node.name else ""
+            label = "<loss>" if forward.startswith("onnx::") else forward or "<sum of gradients>"
+            counts[(label, node.op_type)] += 1
     return counts
-
-
-def initialized_model(model: Path, values: dict[str, np.ndarray]) -> bytes:
-    """``model`` serialized with its initializers replaced by ``values`` (e.g. trained ones)."""
-    proto = onnx.load(str(model))
-    for init in proto.graph.initializer:
-        if init.name in values:
-            init.CopyFrom(onnx.numpy_helper.from_array(values[init.name], init.name))
-    return proto.SerializeToString()
 
 
 def median_step_times(
@@ -286,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  loss per epoch: {losses[0]:.3f} -> {losses[-1]:.3f}")
     trained = parameters(state, all_params)
-    finetuned = out / "digits_mlp.finetuned.onnx"
-    finetuned.write_bytes(initialized_model(stopped, trained))
+    finetuned = export_for_inference(out / "artifacts_stop", out / "digits_mlp.finetuned.onnx", state=state)
     after = accuracy(finetuned, data.x_test, data.y_test)
     print(f"  accuracy after:  {after:.1%} on {len(data.x_test)} held-out images (before: {before:.1%})")
     initial = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(MODEL_PATH)).graph.initializer}

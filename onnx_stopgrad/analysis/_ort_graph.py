@@ -5,7 +5,8 @@ training graph (``get_optimized_model``, then ``GradientGraphBuilder``), on a co
 model whose loss is the sum of the target tensors. Weights are not needed: parameters
 become typed graph inputs, as ORT itself does. StopGradient nodes are either cut (their
 output becomes a graph input, which is how onnx-stopgrad's training builds artifacts) or
-read as Identity (the model as if the stops were not there).
+read as Identity (the model as if the stops were not there). What counts as a gradient
+node is defined once, in ``onnx_stopgrad.training.is_gradient_node``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from onnx import helper
 from .._flow import FLOAT_TYPES, is_stop_gradient
 from ._shapes import ShapeTable
 
-__all__ = ["OrtGradientGraph", "ort_error_message", "ort_training_version", "build_ort_gradient_graph", "LOSS_NAME"]
+__all__ = [
+    "OrtGradientGraph",
+    "ort_error_message",
+    "ort_training_version",
+    "build_ort_gradient_graph",
+    "LOSS_NAME",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,7 @@ _MAX_IR_VERSION = 10  # ONNX Runtime 1.19 loads IR <= 10
 class OrtGradientGraph:
     """What one gradient graph built by ONNX Runtime contains."""
 
+    #: Nodes the gradient builder added (``onnx_stopgrad.training.count_gradient_nodes``).
     gradient_nodes: int
     forward_nodes: int
     #: Forward tensors (not parameters) that gradient nodes read: kept for backward.
@@ -79,22 +87,27 @@ def _training_input(
                 graph.input.append(_typed_input(tensor.name, tensor.data_type, tensor.dims))
         else:
             graph.initializer.append(tensor)
+    alias = {} if cut_stops else _stop_aliases(source)
     for node in source.node:
         if not is_stop_gradient(node):
             graph.node.append(node)
+            if alias:
+                graph.node[-1].input[:] = [alias.get(name, name) for name in node.input]
         elif cut_stops:
             info = table.get(node.output[0]) or table.get(node.input[0])
             elem = info.elem_type if info else onnx.TensorProto.FLOAT
             graph.input.append(_typed_input(node.output[0], elem, info.shape if info else None))
             # Keep the forward nodes behind the stop alive under their own names.
             graph.output.append(_typed_input(node.input[0], elem, info.shape if info else None))
-        else:
+        elif node.output[0] not in alias:  # read by a subgraph: kept under its name
             graph.node.append(helper.make_node("Identity", node.input[:1], node.output[:1], name=node.name))
     # ORT has no gradient for Sum: chain Adds over the per-target sums.
     total = ""
     for index, target in enumerate(targets):
         name = LOSS_NAME if len(targets) == 1 else f"{LOSS_NAME}_{index}"
-        graph.node.append(helper.make_node("ReduceSum", [target], [name], keepdims=0, name=name))
+        graph.node.append(
+            helper.make_node("ReduceSum", [alias.get(target, target)], [name], keepdims=0, name=name)
+        )
         if total:
             added = LOSS_NAME if index == len(targets) - 1 else f"{LOSS_NAME}_add{index}"
             graph.node.append(helper.make_node("Add", [total, name], [added], name=added))
@@ -102,6 +115,24 @@ def _training_input(
         total = name
     graph.output.insert(0, helper.make_tensor_value_info(LOSS_NAME, onnx.TensorProto.FLOAT, []))
     return work
+
+
+def _stop_aliases(graph: onnx.GraphProto) -> dict[str, str]:
+    """Stop output -> the tensor it copies, for removing the stops (chains followed).
+
+    Removed, not made Identity: an Identity gets a gradient node of its own, which the
+    model without stops does not have. Outputs a subgraph reads keep an Identity.
+    """
+    from ..training._surgery import node_reads
+
+    implicit = {name for node in graph.node for name in node_reads(node)} - {
+        name for node in graph.node for name in node.input
+    }
+    alias: dict[str, str] = {}
+    for node in graph.node:
+        if is_stop_gradient(node) and node.output[0] not in implicit:
+            alias[node.output[0]] = alias.get(node.input[0], node.input[0])
+    return alias
 
 
 def ort_error_message(exc: BaseException) -> str:
@@ -125,6 +156,7 @@ def build_ort_gradient_graph(
     from onnxruntime import SessionOptions
     from onnxruntime.capi._pybind_state import GradientGraphBuilder, get_optimized_model
 
+    from ..training._count import GRADIENT_NODE_MARK, is_gradient_node
     from ..training._fixups import apply_fixups
 
     requires = sorted(set(requires_grad))
@@ -134,21 +166,18 @@ def build_ort_gradient_graph(
         return OrtGradientGraph(0, len(work.graph.node), frozenset(), frozenset())
     options = SessionOptions()
     options.log_severity_level = 3
-    optimized = onnx.load_from_string(
-        get_optimized_model(work.SerializeToString(), set(requires), options)
-    )
+    optimized = onnx.load_from_string(get_optimized_model(work.SerializeToString(), set(requires), options))
     builder = GradientGraphBuilder(
         optimized.SerializeToString(), {LOSS_NAME}, set(requires), LOSS_NAME, options
     )
     builder.build()
     trained = onnx.load_from_string(builder.get_model())
     forward_count = len(optimized.graph.node)
-    forward_keys = {(n.op_type, tuple(n.output)) for n in optimized.graph.node}
-    gradient = [n for n in trained.graph.node if (n.op_type, tuple(n.output)) not in forward_keys]
+    gradient = [n for n in trained.graph.node if is_gradient_node(n)]
     produced = {name for n in optimized.graph.node for name in n.output}
     data_inputs = {i.name for i in optimized.graph.input} - {t.name for t in model.graph.initializer}
     forward_tensors = (produced | data_inputs) - {LOSS_NAME}
     kept = {name for n in gradient for name in n.input if name in forward_tensors}
-    differentiated = {n.name.split("_Grad/")[0] for n in gradient if "_Grad/" in n.name}
+    differentiated = {n.name.split(GRADIENT_NODE_MARK)[0] for n in gradient if GRADIENT_NODE_MARK in n.name}
     log.debug("ORT gradient graph: %d forward, %d gradient nodes", forward_count, len(gradient))
     return OrtGradientGraph(len(gradient), forward_count, frozenset(kept), frozenset(differentiated))

@@ -1,4 +1,5 @@
-"""``onnx-stopgrad artifacts | train``: ONNX Runtime training artifacts and a training loop."""
+"""``onnx-stopgrad artifacts | train | export``: ONNX Runtime training artifacts, a training
+loop, and the trained model for inference."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..training._choices import LOSSES, OPTIMIZERS
 from . import main
 from ._options import json_option, model_argument
 
-__all__ = ["artifacts", "train"]
+__all__ = ["artifacts", "train", "export"]
 
 _SHOWN = 8  # names listed per group before "... and N more"
 
@@ -169,3 +170,56 @@ def train(
         for bar in bars:
             bar.close()
     click.echo(f"saved {directory / 'checkpoint'}")
+    click.echo(f"(`onnx-stopgrad export {directory} -o MODEL.onnx` writes the trained model for inference)")
+
+
+@main.command(short_help="Write the trained model of an artifact directory for inference.")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Model file to write.",
+)
+@click.option(
+    "--keep-stops/--no-stops",
+    default=True,
+    show_default=True,
+    help="Keep the StopGradient nodes (needs the op library to run) or remove them (runs anywhere).",
+)
+@click.option(
+    "--output-name",
+    "output_names",
+    multiple=True,
+    metavar="NAME",
+    help="Output to keep (repeatable) [default: the outputs of the model the artifacts were built from].",
+)
+@click.option(
+    "--external-data/--no-external-data",
+    default=None,
+    help="Weights in OUTPUT.data beside the model [default: only above 1 GiB of weights].",
+)
+@click.option("--prefix", default="", help="Prefix of the artifact file names.")
+def export(
+    directory: Path,
+    output: Path,
+    keep_stops: bool,
+    output_names: tuple[str, ...],
+    external_data: bool | None,
+    prefix: str,
+) -> None:
+    """Write DIR's eval model with the trained weights of DIR/checkpoint as initializers.
+
+    The loss is dropped; the model keeps the outputs of the model the artifacts were built
+    from. ONNX Runtime's own Module.export_model_for_inferencing fails on models with
+    StopGradient; this does not.
+    """
+    from ..training import export_for_inference
+
+    written = export_for_inference(
+        directory, output, keep_stops=keep_stops, output_names=list(output_names) or None,
+        external_data=external_data, prefix=prefix,
+    )  # fmt: skip
+    stops = "StopGradient kept: run it with the op library" if keep_stops else "StopGradient removed"
+    click.echo(f"wrote {written} (weights from {directory / f'{prefix}checkpoint'}; {stops})")

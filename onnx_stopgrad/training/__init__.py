@@ -2,14 +2,17 @@
 
 ``generate_artifacts`` is a drop-in for ``onnxruntime.training.artifacts.generate_artifacts``
 whose gradient graph computes nothing behind a StopGradient; ``load`` opens the result
-with the op library registered; ``fit`` trains on arrays named after the model's inputs.
+with the op library registered; ``fit`` trains on arrays named after the model's inputs;
+``export_for_inference`` writes the trained model for inference.
 ONNX Runtime training (and torch, which it imports) load on first use.
 """
 
 from __future__ import annotations
 
-from ._artifacts import ArtifactsReport, count_gradient_nodes, generate_artifacts
+from ._artifacts import ArtifactsReport, generate_artifacts
 from ._choices import LOSSES, OPTIMIZERS
+from ._count import count_gradient_nodes, is_gradient_node
+from ._export import export_for_inference
 from ._load import load
 from ._loop import fit, read_npz
 
@@ -17,7 +20,9 @@ __all__ = [
     "ArtifactsReport",
     "generate_artifacts",
     "count_gradient_nodes",
+    "is_gradient_node",
     "load",
+    "export_for_inference",
     "fit",
     "read_npz",
     "LOSSES",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import os
 import tempfile
@@ -18,18 +19,20 @@ import onnx
 from .._flow import is_stop_gradient, node_label
 from .._io import ModelLike, load_model
 from ..errors import TrainingError
+from ..passes.remove import remove_in_place
 from . import _ort
+from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
+from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
 from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
-from ._surgery import detach_stops, keep_alive_names, restore_stops, stops_to_identity
+from ._surgery import _keep as _keep_props
+from ._surgery import detach_stops, keep_alive_names, restore_stops
 
 __all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "GRADIENT_NODE_MARK"]
 
 log = logging.getLogger(__name__)
 
-#: ORT names every node its gradient builder makes ``<forward node>_Grad/<op>_<i>``.
-GRADIENT_NODE_MARK = "_Grad/"
 _MAX_CONSTANT_RETRIES = 16
 
 
@@ -45,10 +48,10 @@ class ArtifactsReport:
     stops: tuple[str, ...]
     #: One line per change made so ORT 1.19 accepts the model.
     adjustments: tuple[str, ...]
-    #: Gradient nodes in the training model (nodes ORT names ``*_Grad/*``).
+    #: Gradient nodes in the training model (:func:`count_gradient_nodes`).
     gradient_nodes: int
-    #: The same count for the model with every stop made an Identity and the parameters
-    #: that would then reach the loss trainable (None when not measured).
+    #: The same count for the model with every stop removed (as ``remove_stop_gradient``
+    #: does) and the parameters that then reach the loss trainable (None when not measured).
     gradient_nodes_without_stops: int | None
 
     @property
@@ -57,11 +60,6 @@ class ArtifactsReport:
         if self.gradient_nodes_without_stops is None:
             return None
         return self.gradient_nodes_without_stops - self.gradient_nodes
-
-
-def count_gradient_nodes(model: onnx.ModelProto) -> int:
-    """Nodes ORT's gradient builder added to a training model."""
-    return sum(GRADIENT_NODE_MARK in node.name for node in model.graph.node)
 
 
 def generate_artifacts(
@@ -104,7 +102,7 @@ def generate_artifacts(
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     staging = make_staging_dir(target)
     try:
-        plan, constants = _build(
+        plan = _build(
             artifacts, proto, plan, staging,
             loss=loss, optimizer=optimizer, prefix=prefix, ort_format=ort_format,
             custom_op_library=custom_op_library, nominal_checkpoint=nominal_checkpoint,
@@ -112,7 +110,8 @@ def generate_artifacts(
             loss_input_names=loss_input_names,
         )  # fmt: skip
         adjustments.extend(
-            f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant" for name in constants
+            f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant"
+            for name in plan.constants
         )
         gradient_nodes = count_gradient_nodes(onnx.load(str(staging / f"{prefix}training_model.onnx")))
         without = None
@@ -175,16 +174,16 @@ def _build(
     ort_format: bool,
     custom_op_library: Any,
     **ort_options: Any,
-) -> tuple[ParameterPlan, list[str]]:
+) -> ParameterPlan:
     """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
 
-    Derived parameter lists can name constants ORT cannot differentiate (it reports them
-    as unreachable); those are dropped and the build retried. Returns the final plan.
+    Derived parameter lists can still name a constant ORT cannot differentiate (when it
+    reports one as unreachable, which :mod:`._params` did not foresee); it is dropped and
+    the build retried. Returns the final plan.
     """
     detached, stops = detach_stops(proto)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
-    constants: list[str] = []
     for _ in range(_MAX_CONSTANT_RETRIES):
         try:
             with _ort.quiet_ort():
@@ -204,13 +203,18 @@ def _build(
             if not plan.derived or name not in plan.trainable or len(plan.trainable) == 1:
                 raise _ort.ort_error(exc, "build the gradient graph") from exc
             log.info("ORT cannot differentiate %s: treating it as a constant", name)
-            constants.append(name)
-            plan = ParameterPlan(tuple(p for p in plan.trainable if p != name), plan.frozen, True)
+            plan = ParameterPlan(
+                tuple(p for p in plan.trainable if p != name), plan.frozen, True, (*plan.constants, name)
+            )
+    model_outputs = json.dumps([o.name for o in proto.graph.output] + additional_output_names)
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"
         built = onnx.load(str(path))
         restore_stops(built, stops, temporary)
         cap_ir_version(built)
+        if kind == "eval":  # what export_for_inference keeps
+            _keep_props(built.metadata_props, lambda p: p.key != OUTPUTS_METADATA_KEY)
+            built.metadata_props.add(key=OUTPUTS_METADATA_KEY, value=model_outputs)
         onnx.save(built, str(path))
     optimizer_path = staging / f"{prefix}optimizer_model.onnx"
     if optimizer_path.exists():
@@ -219,7 +223,7 @@ def _build(
             onnx.save(optimizer_model, str(optimizer_path))
     if ort_format:
         _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops))
-    return plan, constants
+    return plan
 
 
 def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: bool) -> None:
@@ -253,8 +257,13 @@ def _gradient_nodes_without_stops(
     loss: Any,
     loss_input_names: Sequence[str] | None,
 ) -> int | None:
-    """Gradient nodes ORT would build if every stop were an Identity (same user choices)."""
-    plain = stops_to_identity(proto)
+    """Gradient nodes ORT builds for the model with its stops removed (same user choices).
+
+    Removed, not made Identity: an Identity would get a gradient node of its own, which
+    the model without stops does not have.
+    """
+    plain = copy.deepcopy(proto)
+    remove_in_place(plain)
     if requires_grad is None:
         try:
             plain_plan = plan_parameters(plain, None, frozen_params, targets)

@@ -27,8 +27,8 @@ __all__ = [
     "detach_stops",
     "keep_alive_names",
     "restore_stops",
-    "stops_to_identity",
     "toposort",
+    "node_reads",
 ]
 
 
@@ -129,21 +129,11 @@ def _keep(field: Any, wanted: Callable[[Any], bool]) -> None:
     field.extend(kept)
 
 
-def stops_to_identity(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` where every StopGradient is an Identity (gradients pass)."""
-    plain = copy.deepcopy(model)
-    for node in plain.graph.node:
-        if is_stop_gradient(node):
-            node.op_type, node.domain = "Identity", ""
-            del node.attribute[:]
-    return plain
-
-
 def toposort(graph: onnx.GraphProto) -> None:
     """Order ``graph.node`` so producers come first, keeping the given order where valid."""
     available = _graph_sources(graph)
     pending = list(graph.node)
-    needs = [set(_node_reads(node)) - available for node in pending]
+    needs = [set(node_reads(node)) - available for node in pending]
     ordered: list[onnx.NodeProto] = []
     done = [False] * len(pending)
     progress = True
@@ -177,7 +167,7 @@ def _defined_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _node_reads(node: onnx.NodeProto) -> list[str]:
+def node_reads(node: onnx.NodeProto) -> list[str]:
     """Inputs of ``node`` plus outer-scope names its subgraphs read."""
     reads = [name for name in node.input if name]
     for attr in node.attribute:
@@ -191,7 +181,7 @@ def _free_names(graph: onnx.GraphProto) -> set[str]:
     defined = _graph_sources(graph)
     free: set[str] = set()
     for node in graph.node:
-        free.update(n for n in _node_reads(node) if n not in defined)
+        free.update(n for n in node_reads(node) if n not in defined)
         defined.update(node.output)
     free.update(o.name for o in graph.output if o.name not in defined)
     return free

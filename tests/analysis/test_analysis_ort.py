@@ -57,13 +57,14 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
     generate_artifacts(
         model, loss=_sum_loss(len(model.graph.output)), optimizer="sgd", artifact_directory=tmp_path / "with"
     )
-    # Without stops: ORT's own function on the model with every stop made an Identity.
+    # Without stops: ORT's own function on the model with every stop removed (not made an
+    # Identity, which would get a gradient node of its own).
     from onnxruntime.training import artifacts
 
-    plain = copy.deepcopy(model)
-    for node in plain.graph.node:
-        if is_stop_gradient(node):
-            node.op_type, node.domain = "Identity", ""
+    from onnx_stopgrad import remove_stop_gradient
+
+    plain, _ = remove_stop_gradient(copy.deepcopy(model))
+    assert not any(is_stop_gradient(n) or n.op_type == "Identity" for n in plain.graph.node)
     (tmp_path / "without").mkdir()
     params = [t.name for t in model.graph.initializer]
     artifacts.generate_artifacts(
@@ -78,11 +79,11 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
 @pytest.mark.parametrize("build", [frozen_backbone, shared_weight])
 def test_static_differentiated_nodes_match_ort(build) -> None:
     """The forward nodes analyze says lose their gradient have no gradient node in ORT's graph."""
+    from onnx_stopgrad._flow import analyze_gradient_flow
     from onnx_stopgrad.analysis._analyze import _check_targets
     from onnx_stopgrad.analysis._backward import plan_backward
     from onnx_stopgrad.analysis._ort_graph import build_ort_gradient_graph
     from onnx_stopgrad.analysis._shapes import infer_shapes
-    from onnx_stopgrad._flow import analyze_gradient_flow
 
     model = build()
     targets = _check_targets(model.graph, None)
@@ -106,7 +107,9 @@ def test_transformer_export_counts_from_ort(tmp_path) -> None:
     from analysis_torch import export_encoder
 
     path = export_encoder(tmp_path / "enc.onnx", layers=2)
-    report = analyze(path, at=["/encoder/layers.0/norm2/LayerNormalization_output_0"], dims={"batch": 4, "seq": 16})
+    report = analyze(
+        path, at=["/encoder/layers.0/norm2/LayerNormalization_output_0"], dims={"batch": 4, "seq": 16}
+    )
     g = report.gradient_graph
     assert g.source == "onnxruntime", g.fallback_reason
     assert 0 < g.with_stops < g.without_stops

@@ -341,3 +341,65 @@ def test_stop_output_is_a_graph_output(tmp_path):
     assert abs(loss - ref.item()) <= 1e-5 * abs(ref.item())
     for name, tensor in (("W1", W1), ("W2", W2)):
         assert np.abs(grads[name] - tensor.grad.numpy()).max() <= 1e-5 * np.abs(tensor.grad.numpy()).max()
+
+
+def _constants_model(op: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``y = f(x @ W)`` where f reads a float initializer at an input ORT cannot differentiate."""
+    mm = onnx.helper.make_node
+    rng = np.random.default_rng(1)
+    values = {"W": rng.standard_normal((4, 4)).astype(np.float32)}
+    nodes = [mm("MatMul", ["x", "W"], ["a"])]
+    if op == "Pow":  # exponent
+        values["p"] = np.array(2.0, np.float32)
+        nodes.append(mm("Pow", ["a", "p"], ["y"]))
+    elif op == "Clip":  # min and max
+        values.update(lo=np.array(-0.5, np.float32), hi=np.array(0.5, np.float32))
+        nodes.append(mm("Clip", ["a", "lo", "hi"], ["y"]))
+    elif op == "BatchNormalization":  # running mean and variance (scale and bias do train)
+        values.update(s=np.full(4, 1.5, np.float32), b=np.full(4, 0.1, np.float32),
+                      mu=np.full(4, 0.2, np.float32), var=np.full(4, 2.0, np.float32))  # fmt: skip
+        nodes.append(mm("BatchNormalization", ["a", "s", "b", "mu", "var"], ["y"]))
+    elif op == "Shape":  # a float tensor read only for its shape
+        values["like"] = np.zeros((2, 4), np.float32)
+        nodes += [mm("Shape", ["like"], ["shape"]), mm("Reshape", ["a", "shape"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "constants", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.numpy_helper.from_array(v, n) for n, v in values.items()],
+    )  # fmt: skip
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), values
+
+
+def _torch_constants(op: str, a: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+    if op == "Pow":
+        return a ** v["p"]
+    if op == "Clip":
+        return a.clamp(v["lo"], v["hi"])
+    if op == "BatchNormalization":  # ORT trains it in training mode: batch statistics
+        return torch.nn.functional.batch_norm(
+            a, v["mu"].clone(), v["var"].clone(), v["s"], v["b"], training=True
+        )
+    return a.reshape(2, 4)
+
+
+@pytest.mark.parametrize("op", ["Pow", "Clip", "BatchNormalization", "Shape"])
+def test_constants_ort_cannot_differentiate_are_not_trained(op, tmp_path):
+    """By default only what ORT differentiates trains; the rest stays a constant (reported)."""
+    model, values = _constants_model(op)
+    report = generate_artifacts(model, loss="mse", optimizer="adamw", artifact_directory=tmp_path)
+    expected = {"W", "s", "b"} & set(values)  # what torch gives a gradient through f
+    assert set(report.trainable) == expected and report.frozen == ()
+    for name in set(values) - expected:
+        assert f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant" in report.adjustments
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    target = np.full((2, 4), 0.3, np.float32)
+    loss, grads = _ort_first_step(tmp_path, x, target)
+    tensors = {n: torch.tensor(v, requires_grad=n in expected) for n, v in values.items()}
+    ref = torch.nn.functional.mse_loss(
+        _torch_constants(op, torch.tensor(x) @ tensors["W"], tensors), torch.tensor(target)
+    )
+    ref.backward()
+    assert abs(loss - ref.item()) <= 1e-5 * abs(ref.item())
+    assert set(grads) == expected
+    for name in expected:
+        np.testing.assert_allclose(grads[name], tensors[name].grad.numpy(), rtol=1e-5, atol=1e-6)
