@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "reliability")]
 
 from rel_corpus import build_corpus, write_model  # noqa: E402
-from rel_harness import ForkServer, Tally, cli_ready, fuzz_one  # noqa: E402
+from rel_harness import COMMAND_KINDS, ForkServer, Tally, cli_ready, fuzz_one  # noqa: E402
 from rel_mutate import RandomDraw  # noqa: E402
 
 
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mem-mb", type=int, default=1024, help="address space a case may add [1024]")
     parser.add_argument("--keep-failures", type=Path, default=None, help="copy failing cases here")
     parser.add_argument("--verbose", action="store_true", help="print every failure and note")
+    parser.add_argument("--artifacts", action="store_true",
+                        help="also run 'artifacts' (ONNX Runtime training; ~1 s a case)")
     args = parser.parse_args(argv)
 
     reason = cli_ready()
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(tempfile.mkdtemp(prefix="stopgrad-campaign-"))
     corpus, seeds = _seeds(root)
-    server = ForkServer()
+    server = ForkServer(preload_training=args.artifacts)
+    kinds = COMMAND_KINDS + (("artifacts",) * 2 if args.artifacts else ())
     rng = random.Random(args.seed)
     tallies = {"structure": Tally(), "bytes": Tally()}
     mutations: Counter = Counter()
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             structured = index % 2 == 0
             label, result, bad, notes = fuzz_one(
                 server, root, f"c{index}", seeds[entry.name], entry.targets, RandomDraw(rng),
-                structured=structured, timeout=args.timeout, mem_mb=args.mem_mb,
+                structured=structured, timeout=args.timeout, mem_mb=args.mem_mb, kinds=kinds,
             )
             tallies["structure" if structured else "bytes"].add(label, result, bad, notes)
             mutations.update(label.split()[1].split("+"))

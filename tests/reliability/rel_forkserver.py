@@ -160,7 +160,19 @@ def _serve_one(request: dict, scratch: str) -> dict:
     }
 
 
+def _preload_training() -> None:
+    """Import the training runtime once in the parent (torch and ORT training are slow to import)."""
+    try:
+        import onnxruntime.training.artifacts  # noqa: F401
+
+        import onnx_stopgrad.training  # noqa: F401
+    except ImportError:
+        pass
+
+
 def serve() -> None:
+    if "--preload-training" in sys.argv:
+        _preload_training()
     print(json.dumps({"ready": True, "cli_error": CLI_ERROR, "pid": os.getpid(),
                       "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
     with tempfile.TemporaryDirectory(prefix="forkserver-") as scratch:

@@ -64,9 +64,9 @@ def _env() -> dict[str, str]:
 class ForkServer:
     """Client of rel_forkserver.py: one warm process, one fork per run."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload_training: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(_SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, str(_SERVER), *(["--preload-training"] if preload_training else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=_env(), cwd=str(REPO),
         )
         hello = json.loads(self.proc.stdout.readline())
@@ -284,7 +284,7 @@ COMMAND_KINDS = ("insert", "insert_consumer", "list", "remove", "remove_identity
 
 def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, bytes],
              targets: tuple[str, ...], draw, *, structured: bool,
-             timeout: float = 20.0, mem_mb: int = 1024) -> tuple[str, RunResult, list[str], list[str]]:
+             timeout: float = 20.0, mem_mb: int = 1024, kinds: tuple[str, ...] = COMMAND_KINDS) -> tuple[str, RunResult, list[str], list[str]]:
     """Mutate one seed, run one command on it, judge it: ``(label, result, bad, notes)``."""
     from rel_mutate import mutate_bytes, mutate_model
 
@@ -301,7 +301,7 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
         model_bytes = mutate_bytes(model_bytes, draw)
         how = "bytes"
     case = prepare_case(root, name, model_bytes, files)
-    kind = draw.choice(COMMAND_KINDS)
+    kind = draw.choice(kinds)
     target = draw.choice(targets)
     out = (case.out_dir if draw.int(0, 1) else case.directory) / "out.onnx"
     argv = {
@@ -312,12 +312,14 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
         "remove_identity": ["remove", "model.onnx", "--to-identity", "-o", str(out)],
         "analyze": ["analyze", "model.onnx", "--at", target, "--static", "--json"],
         "show": ["show", "model.onnx", "--at", target, "-o", str(out.with_suffix(".dot"))],
+        "artifacts": ["artifacts", "model.onnx", "-o", str(out.with_suffix("")), "--loss", "mse"],
     }.get(kind, [])
     api = None
     if kind.startswith("api_"):
         api = {"op": kind[4:], "model": str(case.model), "at": [target], "out": str(out)}
     result = server.run(argv, case.directory, timeout=timeout, mem_mb=mem_mb, watch=case.watch, api=api)
-    written = {"list": None, "api_list": None, "analyze": None, "show": out.with_suffix(".dot")}.get(kind, out)
+    written = {"list": None, "api_list": None, "analyze": None, "show": out.with_suffix(".dot"),
+               "artifacts": out.with_suffix("") / "training_model.onnx"}.get(kind, out)
     bad, notes = judge(result, case, written, onnx_output=kind != "show")
     if not bad:
         shutil.rmtree(case.directory, ignore_errors=True)

@@ -296,15 +296,17 @@ def test_analyze_error_is_one_line_even_when_shape_inference_fails(forkserver, c
 
 _LENGTH = (
     "onnx_stopgrad/training/_artifacts.py _load_complete catches only OSError from onnx's "
-    "load_external_data_for_model, which raises ValueError for a length past the end of the "
-    "file, a negative length or a non-numeric one: traceback instead of one line"
+    "load_external_data_for_model, which raises ValueError (offset/length past the end, "
+    "negative or not a number), onnx.checker.ValidationError (data file missing: 'not regular "
+    "file') and RuntimeError ('filesystem error: File name too long'): traceback, not one line"
 )
 
 
 @pytest.mark.training
 @pytest.mark.xfail(strict=True, reason=_LENGTH)
 @pytest.mark.parametrize("key,value", [("length", str(2**40)), ("length", "-5"), ("offset", "abc"),
-                                       ("offset", str(2**62))])
+                                       ("offset", str(2**62)), ("location", "missing.bin"),
+                                       ("location", "x" * 5000)])
 def test_artifacts_with_hostile_offset_or_length_is_one_line(forkserver, corpus, tmp_path, key, value) -> None:
     pytest.importorskip("onnxruntime.training")
     model, weights = _external_mlp(corpus, tmp_path)
