@@ -17,14 +17,36 @@ pytestmark = pytest.mark.training
 
 
 def _gradient_nodes(directory: Path) -> int:
-    """Nodes of training_model.onnx that are neither forward/loss nodes nor accumulators."""
+    """Nodes of training_model.onnx that compute no tensor of the eval model (forward and
+    loss nodes; ORT swaps some for training variants, e.g. Concat -> ConcatTraining) and are
+    not onnxblock's per-parameter accumulators: found by diffing, not by ORT's names."""
     training = onnx.load(str(directory / "training_model.onnx"))
     forward = onnx.load(str(directory / "eval_model.onnx"))
-    known = {(n.op_type, tuple(n.output)) for n in forward.graph.node}
+    computed = {name for n in forward.graph.node for name in n.output}
     return sum(
-        (n.op_type, tuple(n.output)) not in known and n.op_type != "InPlaceAccumulatorV2"
+        not computed.intersection(n.output) and n.op_type != "InPlaceAccumulatorV2"
         for n in training.graph.node
     )
+
+
+def concat_branches() -> onnx.ModelProto:
+    """y = Concat(stop(relu(x2 @ W1)) @ W2, relu(x @ W1) @ W2): ORT makes the Concat a
+    ConcatTraining while it builds gradients (a forward node, not a gradient node)."""
+    from onnx import TensorProto, helper
+
+    from analysis_graphs import X, _init, _model, _stop
+
+    mm = helper.make_node
+    nodes = [
+        mm("MatMul", ["x2", "W1"], ["g"], name="/gen/mm"), mm("Relu", ["g"], ["gr"], name="/gen/relu"),
+        _stop("gr", "fake_in", "/stop"), mm("MatMul", ["fake_in", "W2"], ["fake"], name="/disc/fake"),
+        mm("MatMul", ["x", "W1"], ["h"], name="/enc/mm"), mm("Relu", ["h"], ["r"], name="/enc/relu"),
+        mm("MatMul", ["r", "W2"], ["real"], name="/disc/real"),
+        mm("Concat", ["fake", "real"], ["y"], axis=0, name="/cat"),
+    ]  # fmt: skip
+    x2 = helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch2", 3])
+    return _model(nodes, [X, x2], [y], [_init("W1"), _init("W2")])
 
 
 def _sum_loss(outputs: int):
@@ -46,7 +68,7 @@ def _sum_loss(outputs: int):
     return SumLoss()
 
 
-@pytest.mark.parametrize("build", [frozen_backbone, shared_weight])
+@pytest.mark.parametrize("build", [frozen_backbone, shared_weight, concat_branches])
 def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
     """The stops remove as many gradient nodes as `artifacts` measures with ORT's own API."""
     from onnx_stopgrad.training import generate_artifacts
@@ -54,7 +76,7 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
     model = build()
     report = analyze(model)
     assert report.gradient_graph.source == "onnxruntime", report.gradient_graph.fallback_reason
-    generate_artifacts(
+    built = generate_artifacts(
         model, loss=_sum_loss(len(model.graph.output)), optimizer="sgd", artifact_directory=tmp_path / "with"
     )
     # Without stops: ORT's own function on the model with every stop removed (not made an
@@ -74,6 +96,11 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
     assert report.gradient_graph.with_stops == _gradient_nodes(tmp_path / "with")
     assert report.gradient_graph.without_stops == _gradient_nodes(tmp_path / "without")
     assert report.gradient_graph.removed > 0
+    # One definition of a gradient node: analyze and the artifacts count alike.
+    assert (built.gradient_nodes, built.gradient_nodes_without_stops) == (
+        report.gradient_graph.with_stops,
+        report.gradient_graph.without_stops,
+    )
 
 
 @pytest.mark.parametrize("build", [frozen_backbone, shared_weight])
