@@ -1,6 +1,7 @@
 // The library's one exported symbol: RegisterCustomOps, called by ONNX Runtime's
 // SessionOptions.register_custom_ops_library. It negotiates the C API version with the
-// running ORT and adds the onnx_stopgrad domain with the CPU (and, when built, CUDA) ops.
+// running ORT and adds the onnx_stopgrad domain with the CPU (and, when built, CUDA) ops:
+// one domain per process and API, shared by every SessionOptions.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -17,25 +18,39 @@
 namespace onnx_stopgrad {
 namespace {
 
-// All ops of one API version. ORT keeps pointers to them (and to the domains) for the
-// lifetime of every session, so both live until the process exits.
+// Everything one ORT C API (one runtime, one negotiated version) gets: the ops and the
+// domain holding them. Built on the first registration and added to every SessionOptions
+// after it (ORT only reads a domain and does not own it), so registering the library for
+// many sessions costs nothing more.
 struct OpSet {
+  const OrtApi* api = nullptr;
   uint32_t api_version = 0;
   StopGradientOp cpu;
 #ifdef ONNX_STOPGRAD_WITH_CUDA
   std::vector<StopGradientOp> cuda = std::vector<StopGradientOp>(kCudaElementTypes.size());
 #endif
+  OrtCustomOpDomain* domain = nullptr;
 };
 
-std::mutex registry_mutex;
-std::vector<std::unique_ptr<OpSet>> op_sets;
-std::vector<OrtCustomOpDomain*> domains;
+struct Registry {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<OpSet>> op_sets;
+};
 
-const OpSet& OpsFor(const OrtApi& api, uint32_t api_version) {
-  for (const auto& set : op_sets) {
-    if (set->api_version == api_version) return *set;
-  }
+// Never destroyed, on purpose. The library is linked with `-z nodelete` (CMakeLists.txt),
+// so it stays loaded until the process exits even after ORT dlcloses it (ORT does so when
+// the last SessionOptions and session that registered it are gone; a reload would run the
+// static C++ and CUDA runtimes' start-up again and keep their allocations). Sessions keep
+// pointers to the ops and may be destroyed during exit, after static destructors have
+// run, so nothing here may be freed: the operating system reclaims it.
+Registry& TheRegistry() {
+  static Registry* const registry = new Registry();
+  return *registry;
+}
+
+OrtStatusPtr BuildOpSet(const OrtApi& api, uint32_t api_version, std::unique_ptr<OpSet>* out) {
   auto set = std::make_unique<OpSet>();
+  set->api = &api;
   set->api_version = api_version;
   InitStopGradientCpuOp(set->cpu, api, api_version);
 #ifdef ONNX_STOPGRAD_WITH_CUDA
@@ -43,8 +58,38 @@ const OpSet& OpsFor(const OrtApi& api, uint32_t api_version) {
     InitStopGradientCudaOp(set->cuda[i], api, api_version, kCudaElementTypes[i]);
   }
 #endif
-  op_sets.push_back(std::move(set));
-  return *op_sets.back();
+  ONNX_STOPGRAD_RETURN_IF_ERROR(api.CreateCustomOpDomain(kDomain, &set->domain));
+  // The CPU op goes first: ORT builds the schema from the first op of a name.
+  OrtStatusPtr status = api.CustomOpDomain_Add(set->domain, &set->cpu);
+#ifdef ONNX_STOPGRAD_WITH_CUDA
+  for (size_t i = 0; status == nullptr && i < set->cuda.size(); ++i) {
+    status = api.CustomOpDomain_Add(set->domain, &set->cuda[i]);
+  }
+#endif
+  if (status != nullptr) {
+    api.ReleaseCustomOpDomain(set->domain);  // no SessionOptions has seen it yet
+    return status;
+  }
+  *out = std::move(set);
+  return nullptr;
+}
+
+// The domain for `api`, built on first use; thread-safe.
+OrtStatusPtr DomainFor(const OrtApi& api, uint32_t api_version, OrtCustomOpDomain** domain) {
+  Registry& registry = TheRegistry();
+  std::lock_guard<std::mutex> lock(registry.mutex);
+  for (const auto& set : registry.op_sets) {
+    if (set->api == &api && set->api_version == api_version) {
+      *domain = set->domain;
+      return nullptr;
+    }
+  }
+  registry.op_sets.reserve(registry.op_sets.size() + 1);  // the push_back below cannot throw
+  std::unique_ptr<OpSet> set;
+  ONNX_STOPGRAD_RETURN_IF_ERROR(BuildOpSet(api, api_version, &set));
+  registry.op_sets.push_back(std::move(set));
+  *domain = registry.op_sets.back()->domain;
+  return nullptr;
 }
 
 // Minor number of a version string such as "1.19.2" (ORT's API version), or 0.
@@ -88,18 +133,8 @@ OrtStatusPtr TooOldRuntime(const OrtApiBase& base) {
 }
 
 OrtStatusPtr Register(OrtSessionOptions* options, const OrtApi& api, uint32_t api_version) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  const OpSet& ops = OpsFor(api, api_version);
   OrtCustomOpDomain* domain = nullptr;
-  ONNX_STOPGRAD_RETURN_IF_ERROR(api.CreateCustomOpDomain(kDomain, &domain));
-  domains.push_back(domain);
-  // The CPU op goes first: ORT builds the schema from the first op of a name.
-  ONNX_STOPGRAD_RETURN_IF_ERROR(api.CustomOpDomain_Add(domain, &ops.cpu));
-#ifdef ONNX_STOPGRAD_WITH_CUDA
-  for (const StopGradientOp& op : ops.cuda) {
-    ONNX_STOPGRAD_RETURN_IF_ERROR(api.CustomOpDomain_Add(domain, &op));
-  }
-#endif
+  ONNX_STOPGRAD_RETURN_IF_ERROR(DomainFor(api, api_version, &domain));
   return api.AddCustomOpDomain(options, domain);
 }
 

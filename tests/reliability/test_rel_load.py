@@ -43,16 +43,7 @@ def test_thousand_sessions_created_and_destroyed_rss_flat() -> None:
     assert figures["kb_per_cycle_after_warmup"] < 2, figures
 
 
-_RELOAD_LEAK = (
-    "each unload+reload of libonnx_stopgrad.so keeps ~35 KB: the library links libstdc++ "
-    "statically (custom_ops/CMakeLists.txt) and that copy's start-up allocations are never "
-    "freed at dlclose; ORT unloads the library when the last SessionOptions that registered it "
-    "dies. Measured: dynamic libstdc++ ~1 KB/cycle, static + '-z nodelete' 0 KB/cycle"
-)
-
-
 @pytest.mark.large
-@pytest.mark.xfail(strict=True, reason=_RELOAD_LEAK)
 def test_thousand_sessions_each_with_fresh_options_rss_flat() -> None:
     figures = _campaign("--runs", "0", "--cycles", "1000", "--fresh-options")["sessions"]
     print(f"\nsessions, fresh options: {figures}")
