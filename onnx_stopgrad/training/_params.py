@@ -80,8 +80,13 @@ def plan_parameters(
     differentiable = differentiable_tensors(model, targets)
     constants = tuple(p for p in flow.trainable if p not in differentiable)
     trainable = [p for p in flow.trainable if p not in frozen_given and p not in constants]
-    if not trainable and flow.trainable:
+    if not trainable and set(flow.trainable) - set(constants):
         raise TrainingError("every parameter that reaches the loss is in frozen_params: nothing to train")
+    if not trainable and constants:
+        raise TrainingError(
+            f"the parameters that reach the loss ({', '.join(constants[:3])}) do so only through "
+            "inputs ONNX Runtime does not differentiate (e.g. a Pow exponent): nothing to train"
+        )
     if not trainable:
         raise TrainingError(
             "no parameter reaches the loss except through StopGradient nodes: nothing to train "
@@ -106,7 +111,8 @@ def differentiable_tensors(model: onnx.ModelProto, targets: Sequence[str]) -> se
             continue
         if node.op_type == "Cast" and _cast_target(node) not in _FLOAT:
             continue
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset()) if not node.domain else frozenset()
+        standard = node.domain in ("", "ai.onnx")
+        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset()) if standard else frozenset()
         for index, name in enumerate(node.input):
             if name and index not in skip and types.get(name, FLOAT_TYPES_ANY) in _FLOAT:
                 live.add(name)

@@ -403,3 +403,17 @@ def test_constants_ort_cannot_differentiate_are_not_trained(op, tmp_path):
     assert set(grads) == expected
     for name in expected:
         np.testing.assert_allclose(grads[name], tensors[name].grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_only_constants_reach_the_loss(tmp_path):
+    """y = x ** p: the one float initializer is an exponent, so nothing can train."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Pow", ["x", "p"], ["y"])], "pow",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "p")],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    with pytest.raises(TrainingError, match="only through inputs ONNX Runtime does not differentiate"):
+        generate_artifacts(model, loss="mse", artifact_directory=tmp_path / "a")
+    assert _files(tmp_path) == []
