@@ -73,7 +73,10 @@ def export_for_inference(
         removed = remove_in_place(inference)
         log.info("removed %d StopGradient node(s)", len(removed.removed))
     _describe_outputs(inference)
+    kept = [(p.key, p.value) for p in inference.metadata_props if p.key != OUTPUTS_METADATA_KEY]
     del inference.metadata_props[:]
+    for key, value in kept:
+        inference.metadata_props.add(key=key, value=value)
     size = sum(len(t.raw_data) for t in inference.graph.initializer)
     if external_data or (external_data is None and size > EXTERNAL_DATA_THRESHOLD):
         _write_external(inference, output_path)

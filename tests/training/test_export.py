@@ -23,7 +23,7 @@ from training_cases import CASES, by_helper  # noqa: E402
 from onnx_stopgrad import DOMAIN, OP_TYPE, session_options  # noqa: E402
 from onnx_stopgrad.cli import main  # noqa: E402
 from onnx_stopgrad.errors import TensorNotFoundError, TrainingError  # noqa: E402
-from onnx_stopgrad.training import export_for_inference, fit, generate_artifacts, load  # noqa: E402
+from onnx_stopgrad.training import _export, export_for_inference, fit, generate_artifacts, load  # noqa: E402
 
 pytestmark = pytest.mark.training
 
@@ -85,6 +85,7 @@ def test_ort_export_fails_on_stops_ours_does_not(trained, tmp_path):
     assert [i.name for i in proto.graph.input] == list(CASE.input_names)  # labels and weights gone
     assert [o.name for o in proto.graph.output] == [o.name for o in model.graph.output]
     assert proto.ir_version <= 10
+    assert _export.OUTPUTS_METADATA_KEY not in {p.key for p in proto.metadata_props}
     stored = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
     for name, value in params.items():
         np.testing.assert_array_equal(stored[name], value, err_msg=name)
@@ -100,8 +101,6 @@ def test_ort_export_fails_on_stops_ours_does_not(trained, tmp_path):
 
 
 def test_state_in_memory_and_external_data(trained, tmp_path, monkeypatch):
-    from onnx_stopgrad.training import _export
-
     monkeypatch.setattr(_export, "_SMALL_TENSOR", 0)  # this model's weights are all < 1 KiB
     directory, module, _ = trained
     state, ort_module, optimizer = load(directory)
