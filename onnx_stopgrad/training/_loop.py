@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +64,9 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: not a readable .npz file ({exc}); write it with numpy.savez") from exc
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrainingError(f"{path}: not a readable .npz file ({reason}); write it with numpy.savez") from exc
 
 
 def _check_data(data: Mapping[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
