@@ -62,7 +62,67 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
     directory = path.resolve().parent
     for location in external_data_files(proto):
         _check_inside(directory, location, path)
+    for tensor in _iter_tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _check_external_extent(directory, tensor, path)
     return proto, directory
+
+
+def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path: Path) -> None:
+    """Refuse external data whose file, offset or length cannot hold the tensor.
+
+    Only file sizes are looked at (``stat``); no weight byte is read.
+    """
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    where = f"{model_path}: tensor {tensor.name!r}"
+    extent = {}
+    for key in ("offset", "length"):
+        text = entries.get(key)
+        if text is not None and not (isinstance(text, str) and text.isdigit()):
+            raise ModelLoadError(f"{where} has external data {key} {text!r}, not a byte count; is the file corrupt?")
+        extent[key] = int(text) if text is not None else None
+    location = entries.get("location")
+    if not location:
+        raise ModelLoadError(f"{where} is stored externally but names no location; is the file corrupt?")
+    try:
+        size = (directory / location).stat().st_size
+        regular = (directory / location).is_file()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{where}: cannot use its external data file {location[:80]!r} ({exc.strerror}); "
+            "keep the data file next to the model"
+        ) from exc
+    if not regular:
+        raise ModelLoadError(f"{where}: external data {location[:80]!r} is not a regular file")
+    offset, length = extent["offset"] or 0, extent["length"]
+    needed = _tensor_nbytes(tensor)
+    available = size - offset
+    if available < 0 or (length is not None and length > available) or (
+        needed is not None and (length if length is not None else available) < needed
+    ):
+        raise ModelLoadError(
+            f"{where}: its external data ({location!r}, offset {offset}, length {length}) lies "
+            f"beyond the end of the {size}-byte file; is the data file complete?"
+        )
+
+
+_ITEM_SIZES = {
+    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
+    onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.BOOL: 1,
+    onnx.TensorProto.INT8: 1, onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
+    onnx.TensorProto.UINT8: 1, onnx.TensorProto.UINT16: 2, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
+}  # fmt: skip
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes the data of a tensor of a common fixed-size type occupies; None otherwise."""
+    itemsize = _ITEM_SIZES.get(tensor.data_type)
+    if itemsize is None or any(d < 0 for d in tensor.dims):
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count * itemsize
 
 
 def _check_inside(directory: Path, location: str, model_path: Path) -> None:

@@ -136,3 +136,20 @@ def test_failed_rename_removes_the_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(ModelSaveError, match="nothing was written"):
         save_model(_model(np.ones(2, np.float32)), tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("length", str(2**40)), ("length", "-5"), ("offset", "abc"), ("offset", str(2**62)),
+     ("location", "missing.bin"), ("location", "x" * 5000), ("length", "8")],
+)  # fmt: skip
+def test_external_data_extent_that_cannot_hold_the_tensor_is_refused(tmp_path: Path, key: str, value: str) -> None:
+    """Offsets/lengths past the end, non-numbers, missing or unusable files: one clear error."""
+    _save_external(_model(np.ones(64, np.float32)), tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    tensor = model.graph.initializer[0]
+    entry = next((e for e in tensor.external_data if e.key == key), None) or tensor.external_data.add(key=key)
+    entry.value = value
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ModelLoadError):
+        load_model(tmp_path / "m.onnx")
