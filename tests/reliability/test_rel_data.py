@@ -17,6 +17,7 @@ from rel_mutate import RandomDraw, mutate_bytes
 
 from onnx_stopgrad.errors import StopGradError
 
+
 def _seeds() -> list[bytes]:
     arrays = {"x": np.arange(24, dtype=np.float32).reshape(6, 4), "y": np.arange(6)}
     seeds = []
