@@ -1,0 +1,1 @@
+"""Home of the built op library, libonnx_stopgrad.so (made by the build, never committed)."""
