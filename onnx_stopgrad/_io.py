@@ -78,7 +78,7 @@ def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path
     extent = {}
     for key in ("offset", "length"):
         text = entries.get(key)
-        if text is not None and not (isinstance(text, str) and text.isdigit()):
+        if text is not None and not (isinstance(text, str) and text.isascii() and text.isdigit()):
             raise ModelLoadError(f"{where} has external data {key} {text!r}, not a byte count; is the file corrupt?")
         extent[key] = int(text) if text is not None else None
     location = entries.get("location")

@@ -313,3 +313,15 @@ def test_artifacts_with_hostile_offset_or_length_is_one_line(forkserver, corpus,
     bad, _ = judge(result, case, None)
     assert result.rc == 1 and not bad, bad
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", " 12", "-0", "0x10", "1e3", ""])
+def test_external_data_offset_that_is_not_a_plain_number_is_refused(forkserver, corpus, tmp_path, value) -> None:
+    """'²'.isdigit() is True but int('²') raises: only ASCII digits are byte counts."""
+    model, weights = _external_mlp(corpus, tmp_path)
+    tensor = model.graph.initializer[0]
+    entry = next((e for e in tensor.external_data if e.key == "offset"), None) or tensor.external_data.add(key="offset")
+    entry.value = value
+    case = _case(tmp_path, model, **{"weights.bin": weights})
+    result = _assert_refused(forkserver, case, "list")
+    assert "offset" in result.stderr
