@@ -232,8 +232,9 @@ def _external_location(model: onnx.ModelProto, draw: Draw) -> None:
     del tensor.external_data[:]
     tensor.external_data.add(key="location", value=location)
     if draw.int(0, 1):
-        tensor.external_data.add(key="offset", value=str(draw.choice((0, 2**62, -5, 7))))
-        tensor.external_data.add(key="length", value=str(draw.choice((0, 2**62, -5, 16))))
+        numbers = ("0", str(2**62), "-5", "7", "16", "\u00b2", "\u0663", " 8", "0x10", "1e3", "")
+        tensor.external_data.add(key="offset", value=draw.choice(numbers))
+        tensor.external_data.add(key="length", value=draw.choice(numbers))
 
 
 def _nest(model: onnx.ModelProto, draw: Draw) -> None:
