@@ -289,3 +289,33 @@ def test_failed_external_copy_leaves_no_copied_files(tmp_path) -> None:
     with pytest.raises(ModelSaveError, match="nothing was written"):
         save_model(proto, dst / "m.onnx", source_dir)
     assert list(dst.iterdir()) == []
+
+
+def test_sigkill_during_in_place_rewrite_keeps_a_complete_model(big_dir, tmp_path) -> None:
+    """``--in-place`` overwrites the input itself: after a kill it is the old or the new model."""
+    work = tmp_path / "work"
+    work.mkdir()
+    source = big_dir / "inline" / "model.onnx"
+    old_digest = _sha(source)
+    shutil.copyfile(source, work / "model.onnx")
+    argv = ["insert", "model.onnx", "--at", "r", "--in-place"]
+    started = time.monotonic()
+    assert run_real_cli(argv, work, timeout=120, mem_mb=8192).rc == 0
+    duration = time.monotonic() - started
+    new_digest = _sha(work / "model.onnx")
+    assert new_digest != old_digest
+    rng = random.Random(5)
+    outcomes = []
+    for _ in range(8):
+        shutil.copyfile(source, work / "model.onnx")
+        proc = _start(argv, work)
+        time.sleep(rng.uniform(0.2, 1.0) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        digest = _sha(work / "model.onnx")
+        assert digest in (old_digest, new_digest), "the model was left truncated or mixed"
+        leftovers = list(work.glob(".*.tmp"))
+        outcomes.append(("new" if digest == new_digest else "old", len(leftovers)))
+        for leftover in leftovers:
+            leftover.unlink()
+    print(f"\nsigkill --in-place: {outcomes}")
