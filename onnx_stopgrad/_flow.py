@@ -13,6 +13,7 @@ subgraph's outputs link to the node's outputs. Links out of a StopGradient node 
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,8 +21,12 @@ from dataclasses import dataclass, field
 import onnx
 
 from ._names import DOMAIN, OP_TYPE
+from .errors import InvalidModelError
 
 __all__ = [
+    "MAX_DEPTH",
+    "too_deep_error",
+    "not_utf8_error",
     "GradientFlow",
     "analyze_gradient_flow",
     "is_stop_gradient",
@@ -29,6 +34,10 @@ __all__ = [
     "node_label",
     "FLOAT_TYPES",
 ]
+
+# The library never prints: without a handler, Python's last-resort handler would write the
+# warnings of onnx_stopgrad.* loggers to stderr. The CLI installs its own (cli/__init__.py).
+logging.getLogger("onnx_stopgrad").addHandler(logging.NullHandler())
 
 #: Element types that can receive gradients.
 FLOAT_TYPES = frozenset(
@@ -40,6 +49,22 @@ FLOAT_TYPES = frozenset(
     }
 )
 
+#: Deepest nesting of subgraphs (If/Loop/Scan inside each other) the walks accept; a
+#: model file cannot nest deeper than about 30 (protobuf's parse limit), a ModelProto
+#: built in memory can, and would otherwise end in a RecursionError.
+MAX_DEPTH = 64
+
+
+def too_deep_error() -> InvalidModelError:
+    return InvalidModelError(
+        f"invalid model: subgraphs nested more than {MAX_DEPTH} levels deep (If/Loop/Scan "
+        "inside each other); onnx-stopgrad refuses such models"
+    )
+
+
+def not_utf8_error() -> InvalidModelError:
+    return InvalidModelError("model is corrupt: a tensor/node name is not valid UTF-8; re-export the model")
+
 
 def is_stop_gradient(node: onnx.NodeProto) -> bool:
     """True for a node of this project's StopGradient op."""
@@ -47,16 +72,27 @@ def is_stop_gradient(node: onnx.NodeProto) -> bool:
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
-    """The node's name, or ``<op_type>#<index>`` for an unnamed node."""
-    return node.name or f"{node.op_type}#{index}"
+    """The node's name, or ``<op_type>#<index>`` for an unnamed node.
+
+    Raises InvalidModelError for a name that is not valid UTF-8 (protobuf gives bytes).
+    """
+    name = node.name
+    if name.__class__ is bytes:
+        raise not_utf8_error()
+    return name or f"{node.op_type}#{index}"
 
 
-def iter_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.GraphProto]]:
-    """Every node of ``graph`` and of its subgraphs (depth first), with its own graph."""
+def iter_nodes(graph: onnx.GraphProto, _depth: int = 0) -> Iterator[tuple[onnx.NodeProto, onnx.GraphProto]]:
+    """Every node of ``graph`` and of its subgraphs (depth first), with its own graph.
+
+    Raises InvalidModelError when subgraphs nest deeper than :data:`MAX_DEPTH`.
+    """
+    if _depth > MAX_DEPTH:
+        raise too_deep_error()
     for node in graph.node:
         yield node, graph
         for sub in _subgraphs(node):
-            yield from iter_nodes(sub)
+            yield from iter_nodes(sub, _depth + 1)
 
 
 def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
@@ -90,14 +126,16 @@ class _TensorGraph:
         self.all_preds: dict[str, set[str]] = defaultdict(set)
         self.stops: list[tuple[str, str, str]] = []  # (label, input, output)
         self.node_outputs: list[tuple[str, tuple[str, ...]]] = []
-        self._add_graph(graph)
+        self._add_graph(graph, 0)
 
-    def _add_graph(self, graph: onnx.GraphProto) -> None:
+    def _add_graph(self, graph: onnx.GraphProto, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise too_deep_error()
         for index, node in enumerate(graph.node):
             label = node_label(node, index)
             sources = [name for name in node.input if name]
             for sub in _subgraphs(node):
-                self._add_graph(sub)
+                self._add_graph(sub, depth + 1)
                 sources.extend(out.name for out in sub.output)
             outputs = tuple(name for name in node.output if name)
             self.node_outputs.append((label, outputs))

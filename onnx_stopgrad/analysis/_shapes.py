@@ -169,7 +169,8 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
     try:
         inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
-        log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("shape inference failed (%s); using the shapes stored in the model", reason)
         inferred = work
     tensors: dict[str, TensorInfo] = {}
     for tensor in model.graph.initializer:

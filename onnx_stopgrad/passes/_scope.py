@@ -9,12 +9,14 @@ the name: the innermost enclosing graph that has it as node output, input or ini
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import onnx
 
-from .._flow import node_label
+from .._flow import node_label, too_deep_error
+from ._checks import ITEM_SIZE, MAX_DEPTH, check_text, invalid, not_utf8_error, tensor_problem, where
 
 __all__ = ["Scope", "Read", "scan", "iter_scopes", "resolved_reads", "subgraph_attributes"]
 
@@ -118,26 +120,66 @@ def subgraph_attributes(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphP
 
 
 def scan(model: onnx.ModelProto, watch: Collection[str]) -> Scope:
-    """Walk every graph of ``model`` once, recording only the names in ``watch``."""
+    """Walk every graph of ``model`` once, recording only the names in ``watch``.
+
+    The same walk checks the graph's structure (see :mod:`._checks`) and raises
+    InvalidModelError, naming the first offending node or tensor, for a broken model.
+    """
     watched = watch if isinstance(watch, (set, frozenset)) else set(watch)
     root = Scope(model.graph, "")
-    _scan_graph(root, watched)
+    try:
+        _scan_graph(root, watched, (), 0)
+    except UnicodeDecodeError as exc:  # another protobuf backend may raise instead of giving bytes
+        raise not_utf8_error() from exc
     return root
 
 
-def _scan_graph(scope: Scope, watch: set[str] | frozenset[str]) -> None:
+def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set[str], ...], depth: int) -> None:
+    """Record the watched names of one graph and check its structure.
+
+    ``outer`` holds the names the enclosing graphs define before the node holding this
+    one. Names this graph defines are kept in two sets, ``plain`` (unwatched, plus "" for
+    an absent optional input) and ``seen`` (watched), so that the common node (all
+    inputs plain and defined, no output watched or defined before) costs one
+    ``issuperset`` and two ``isdisjoint`` calls.
+    """
+    if depth > MAX_DEPTH:
+        raise too_deep_error()
     graph = scope.graph
+    plain: set[str] = set()
     for value in graph.input:
-        if value.name in watch:
-            scope.declared.add(value.name)
-            scope.value_info.setdefault(value.name, value)
+        name = value.name
+        if name in plain or not name:
+            raise invalid(f"graph input {name!r} of {where(scope.path)} is declared twice or has no name")
+        plain.add(name)
+        if name in watch:
+            scope.declared.add(name)
+            scope.value_info.setdefault(name, value)
+    initializers: set[str] = {""}
+    size_of, product = ITEM_SIZE.get, math.prod
     for tensor in graph.initializer:
-        if tensor.name in watch:
-            scope.declared.add(tensor.name)
-            scope.initializers[tensor.name] = tensor
+        name = tensor.name
+        if name in initializers:
+            raise invalid(f"an initializer of {where(scope.path)} is named {name!r}, like another one (or has no name)")
+        initializers.add(name)
+        raw = tensor.raw_data
+        if not raw or len(raw) != product(tensor.dims) * size_of(tensor.data_type, 0):
+            problem = tensor_problem(tensor)  # slow path: typed fields, external data, bad sizes
+            if problem is not None:
+                raise invalid(f"initializer {name!r} of {where(scope.path)} {problem}")
+        if name in watch:
+            scope.declared.add(name)
+            scope.initializers[name] = tensor
+    plain |= initializers  # an initializer may share a graph input's name (its default)
     for sparse in graph.sparse_initializer:
-        if sparse.values.name in watch:
-            scope.declared.add(sparse.values.name)
+        name = sparse.values.name
+        if name in plain:
+            raise invalid(f"sparse initializer {name!r} of {where(scope.path)} is defined twice or has no name")
+        plain.add(name)
+        if name in watch:
+            scope.declared.add(name)
+    seen = plain & watch
+    plain -= seen
     for position, value in enumerate(graph.output):
         if value.name in watch:
             scope.other.add(value.name)
@@ -148,35 +190,88 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str]) -> None:
         if value.name in watch:
             scope.other.add(value.name)
             scope.value_info[value.name] = value
-    disjoint = watch.isdisjoint
-    reads = scope.reads
+    unwatched = watch.isdisjoint
+    all_plain, no_plain, add_plain = plain.issuperset, plain.isdisjoint, plain.update
+    inner = (plain, seen, *outer)
+    expected, added = len(plain) + len(seen), 0
     for index, node in enumerate(graph.node):
-        inputs = node.input
-        if not disjoint(inputs):
-            for slot, name in enumerate(inputs):
-                if name in watch:
-                    reads.setdefault(name, []).append(Read(scope, index, slot))
-        outputs = node.output
-        if not disjoint(outputs):
-            for name in outputs:
-                if name in watch:
-                    scope.produced.setdefault(name, index)
+        if not all_plain(node.input):  # reads a watched, outer or undefined name
+            _check_reads(scope, index, node, watch, inner)
         if node.name in watch:
             scope.other.add(node.name)
         if node.attribute:
             for attr in node.attribute:
-                if attr.type in _GRAPH_TYPES:
-                    _scan_children(scope, index, node, watch)
+                if attr.type in _GRAPH_TYPES:  # scanned before the node's own outputs exist
+                    _scan_children(scope, index, node, watch, inner, depth)
                     break
+        outputs = tuple(node.output)
+        if no_plain(outputs) and unwatched(outputs):
+            add_plain(outputs)
+            added += len(outputs)
+        else:  # a watched output, an absent optional output (""), or a name defined before
+            added += _add_outputs(scope, index, node, watch, plain, seen)
+    if len(plain) + len(seen) != expected + added:  # a node wrote one name twice
+        _refuse_repeated_output(scope)
+    if scope.parent is None:
+        for value in graph.output:
+            name = value.name
+            if name.__class__ is bytes:
+                raise not_utf8_error()
+            if not name or (name not in plain and name not in seen):
+                raise invalid(f"graph output {name!r} is not a graph input, initializer or node output")
+    check_text(plain)
+    check_text(seen)
 
 
-def _scan_children(scope: Scope, index: int, node: onnx.NodeProto, watch) -> None:
+def _check_reads(scope: Scope, index: int, node: onnx.NodeProto, watch, defined: tuple[set[str], ...]) -> None:
+    """Record reads of watched names; raise for a name no visible graph defines yet."""
+    for slot, name in enumerate(node.input):
+        if name in watch:
+            scope.reads.setdefault(name, []).append(Read(scope, index, slot))
+        if any(name in names for names in defined):
+            continue
+        if name.__class__ is bytes:
+            raise not_utf8_error()
+        later = any(name in other.output for other in scope.graph.node[index:])
+        why = ("which only this or a later node produces (a cycle, or nodes out of order)" if later
+               else "which no node, graph input or initializer defines")
+        raise invalid(f"node {node_label(node, index)!r} of {where(scope.path)} reads {name!r}, {why}")
+
+
+def _add_outputs(scope: Scope, index: int, node: onnx.NodeProto, watch, plain: set[str], seen: set[str]) -> int:
+    """Add the node's outputs one by one; return how many names were added."""
+    added = 0
+    for name in node.output:
+        if not name:
+            continue
+        if name in plain or name in seen:
+            raise invalid(
+                f"tensor {name!r} of {where(scope.path)} is defined twice (node "
+                f"{node_label(node, index)!r} writes it, and so does an earlier node, graph input or initializer)"
+            )
+        (seen if name in watch else plain).add(name)
+        added += 1
+        if name in watch:
+            scope.produced.setdefault(name, index)
+    return added
+
+
+def _refuse_repeated_output(scope: Scope) -> None:
+    for index, node in enumerate(scope.graph.node):
+        outputs = [name for name in node.output if name]
+        if len(set(outputs)) != len(outputs):
+            raise invalid(f"node {node_label(node, index)!r} of {where(scope.path)} writes one tensor twice")
+    raise AssertionError("name count mismatch without a repeated output")  # pragma: no cover
+
+
+def _scan_children(scope: Scope, index: int, node: onnx.NodeProto, watch, outer: tuple[set[str], ...],
+                   depth: int) -> None:
     label = node_label(node, index)
     for attr_name, sub in subgraph_attributes(node):
         path = f"{scope.path}/{label}:{attr_name}" if scope.path else f"{label}:{attr_name}"
         child = Scope(sub, path, parent=scope, holder_index=index)
         scope.children.append(child)
-        _scan_graph(child, watch)
+        _scan_graph(child, watch, outer, depth + 1)
 
 
 def iter_scopes(root: Scope) -> Iterator[Scope]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, iter_nodes, node_label
+from .._flow import MAX_DEPTH, is_stop_gradient, iter_nodes, node_label, too_deep_error
 from .._names import DOMAIN
 from ..errors import TensorNotFoundError
 from ._model import ModelInput, open_model
@@ -40,13 +40,17 @@ def find_stops(model: onnx.ModelProto) -> tuple[Scope, list[StopSite]]:
     """Every StopGradient node of every graph, with a scan of who reads their outputs."""
     outputs: set[str] = set()
     located: list[tuple[int, int]] = []  # (graph number in depth-first order, node index)
-    _collect(model.graph, outputs, located, [0])
+    _collect(model.graph, outputs, located, [0], 0)
     root = scan(model, outputs)
     scopes = list(iter_scopes(root))  # the same depth-first order as _collect
     return root, [StopSite(scopes[number], index, scopes[number].graph.node[index]) for number, index in located]
 
 
-def _collect(graph: onnx.GraphProto, outputs: set[str], located: list[tuple[int, int]], counter: list[int]) -> None:
+def _collect(
+    graph: onnx.GraphProto, outputs: set[str], located: list[tuple[int, int]], counter: list[int], depth: int
+) -> None:
+    if depth > MAX_DEPTH:
+        raise too_deep_error()
     number = counter[0]
     counter[0] += 1
     for index, node in enumerate(graph.node):
@@ -55,7 +59,7 @@ def _collect(graph: onnx.GraphProto, outputs: set[str], located: list[tuple[int,
             outputs.update(node.output)
         if node.attribute:
             for _, sub in subgraph_attributes(node):
-                _collect(sub, outputs, located, counter)
+                _collect(sub, outputs, located, counter, depth + 1)
 
 
 def readers_of(stop: StopSite) -> list[Read]:

@@ -1,0 +1,96 @@
+"""The structural checks the scan makes on every graph, and their one-line messages.
+
+``onnx.checker.check_model`` costs about as much as loading the model, so the rewriter
+does not call it; the scan in :mod:`._scope` checks the same structure with set lookups
+while it walks the graph (see :func:`._scope.scan`). What it refuses:
+
+* a node input that is not a graph input, initializer, outer-scope name (subgraphs) or
+  the output of an earlier node (dangling reads, cycles, unsorted nodes);
+* a name defined twice (two producers, two initializers, an initializer that is also a
+  node output, ...);
+* a main-graph output that nothing defines;
+* an initializer whose data is too short for its shape (raw_data or typed field), with
+  a negative or overflowing dimension, an UNDEFINED element type or a string in raw_data;
+* names that are not valid UTF-8, and subgraphs nested deeper than :data:`MAX_DEPTH`.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .._flow import MAX_DEPTH, not_utf8_error
+from ..errors import InvalidModelError
+
+__all__ = ["ITEM_SIZE", "MAX_DEPTH", "tensor_problem", "invalid", "where", "not_utf8_error", "check_text"]
+
+_FIX = "fix or re-export the model (onnx.checker.check_model lists its problems)"
+
+_T = onnx.TensorProto
+#: Bytes per element of the fixed-size types that may be stored in raw_data.
+ITEM_SIZE = {
+    _T.FLOAT: 4, _T.UINT8: 1, _T.INT8: 1, _T.UINT16: 2, _T.INT16: 2, _T.INT32: 4, _T.INT64: 8,
+    _T.BOOL: 1, _T.FLOAT16: 2, _T.DOUBLE: 8, _T.UINT32: 4, _T.UINT64: 8, _T.COMPLEX64: 8,
+    _T.COMPLEX128: 16, _T.BFLOAT16: 2, _T.FLOAT8E4M3FN: 1, _T.FLOAT8E4M3FNUZ: 1,
+    _T.FLOAT8E5M2: 1, _T.FLOAT8E5M2FNUZ: 1,
+}
+_HALF_BYTE = frozenset({_T.UINT4, _T.INT4, _T.FLOAT4E2M1})
+#: Typed field holding the values of each type, and how many values one element takes.
+_FIELD = {
+    _T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2), _T.DOUBLE: ("double_data", 1),
+    _T.COMPLEX128: ("double_data", 2), _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
+    _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1),
+    **{t: ("int32_data", 1) for t in (_T.INT32, _T.INT16, _T.INT8, _T.UINT16, _T.UINT8, _T.BOOL,
+                                      _T.FLOAT16, _T.BFLOAT16, _T.FLOAT8E4M3FN, _T.FLOAT8E4M3FNUZ,
+                                      _T.FLOAT8E5M2, _T.FLOAT8E5M2FNUZ)},
+}
+_INT64_MAX = 2**63 - 1
+
+
+def invalid(message: str) -> InvalidModelError:
+    """``invalid model: <message>; <how to fix>``."""
+    return InvalidModelError(f"invalid model: {message}; {_FIX}")
+
+
+def where(path: str) -> str:
+    return f"subgraph {path}" if path else "the main graph"
+
+
+def check_text(names: set[str]) -> None:
+    """Refuse when a name is ``bytes``: protobuf returns invalid UTF-8 strings that way."""
+    try:
+        "".join(names)  # one C-level pass; a bytes item raises TypeError
+    except TypeError:
+        raise not_utf8_error() from None
+
+
+def tensor_problem(tensor: onnx.TensorProto) -> str | None:
+    """What is wrong with an initializer's stored data, or None (external data: see _io)."""
+    if tensor.data_location == _T.EXTERNAL:
+        return None
+    dtype = tensor.data_type
+    if dtype == _T.UNDEFINED:
+        return "has the element type UNDEFINED"
+    count = 1
+    for dim in tensor.dims:
+        if dim < 0:
+            return f"has a negative dimension ({dim})"
+        count *= dim
+    if count > _INT64_MAX:
+        return "has dimensions whose product overflows int64"
+    raw = tensor.raw_data
+    if raw:
+        if dtype == _T.STRING:
+            return "stores strings in raw_data"
+        size = ITEM_SIZE.get(dtype)
+        need = count * size if size is not None else (count + 1) // 2 if dtype in _HALF_BYTE else 0
+        if len(raw) < need:
+            return f"has {len(raw)} bytes of raw_data; its shape and type need {need}"
+        return None
+    if count == 0:
+        return None
+    field, per_element = _FIELD.get(dtype, (None, 1))
+    if dtype in _HALF_BYTE:
+        field, count = "int32_data", (count + 1) // 2
+    if field is not None and len(getattr(tensor, field)) < count * per_element:
+        return f"has {len(getattr(tensor, field))} values in {field}; its shape needs {count * per_element}"
+    return None
