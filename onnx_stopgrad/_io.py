@@ -16,8 +16,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -26,11 +27,12 @@ from .errors import ModelLoadError, ModelSaveError
 
 __all__ = [
     "ModelLike",
+    "atomic_write_bytes",
+    "atomic_writer",
+    "default_output_path",
+    "external_data_files",
     "load_model",
     "save_model",
-    "external_data_files",
-    "default_output_path",
-    "atomic_write_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -189,16 +191,20 @@ def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> 
     return path.with_name(f"{path.stem}.{tag}{path.suffix or '.onnx'}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    directory = path.parent
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents replace ``path`` only if the block succeeds.
+
+    The data goes to a temporary file beside ``path`` (fsynced, then renamed); on any
+    failure the temporary file is removed and ``path`` is left as it was.
+    """
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise ModelSaveError(f"{path}: cannot write here ({exc.strerror}); choose another output") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -209,6 +215,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
 
 
 def _copy_external_data(locations: list[str], source_dir: Path, directory: Path, path: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
-from .._io import save_model
-from ..errors import ModelSaveError, TensorNotFoundError, TrainingError
+from .._io import atomic_writer, save_model
+from ..errors import TensorNotFoundError, TrainingError
 from . import _ort
 from ._load import artifact_paths
 from ._surgery import node_reads
@@ -168,30 +167,14 @@ def _describe_outputs(model: onnx.ModelProto) -> None:
 def _write_external(model: onnx.ModelProto, path: Path) -> None:
     """Weights over 1 KiB to ``<name>.data`` beside ``path``; data first, then the model."""
     location = f"{path.name}.data"
-    directory = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{location}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise ModelSaveError(f"{path}: cannot write here ({exc.strerror}); choose another output") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for tensor in model.graph.initializer:
-                if len(tensor.raw_data) < _SMALL_TENSOR:
-                    continue
-                handle.write(b"\0" * (-handle.tell() % 4096))  # page-aligned, like onnx's writer
-                offset = handle.tell()
-                handle.write(tensor.raw_data)
-                external_data_helper.set_external_data(tensor, location, offset, len(tensor.raw_data))
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                tensor.ClearField("raw_data")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / location)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ModelSaveError(f"{path}: cannot write its external data ({exc.strerror})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path.parent / location) as handle:
+        for tensor in model.graph.initializer:
+            if len(tensor.raw_data) < _SMALL_TENSOR:
+                continue
+            handle.write(b"\0" * (-handle.tell() % 4096))  # page-aligned, like onnx's writer
+            offset = handle.tell()
+            handle.write(tensor.raw_data)
+            external_data_helper.set_external_data(tensor, location, offset, len(tensor.raw_data))
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
     save_model(model, path)
