@@ -16,6 +16,8 @@ while it walks the graph (see :func:`._scope.scan`). What it refuses:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import onnx
 
 from .._flow import MAX_DEPTH, not_utf8_error
@@ -55,7 +57,7 @@ def where(path: str) -> str:
     return f"subgraph {path}" if path else "the main graph"
 
 
-def check_text(names: set[str]) -> None:
+def check_text(names: Iterable[str]) -> None:
     """Refuse when a name is ``bytes``: protobuf returns invalid UTF-8 strings that way."""
     try:
         "".join(names)  # one C-level pass; a bytes item raises TypeError

@@ -197,8 +197,11 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
     for index, node in enumerate(graph.node):
         if not all_plain(node.input):  # reads a watched, outer or undefined name
             _check_reads(scope, index, node, watch, inner)
-        if node.name in watch:
-            scope.other.add(node.name)
+        name = node.name
+        if name in watch:
+            scope.other.add(name)
+        elif name.__class__ is not str:  # protobuf gives invalid UTF-8 as bytes
+            raise not_utf8_error()
         if node.attribute:
             for attr in node.attribute:
                 if attr.type in _GRAPH_TYPES:  # scanned before the node's own outputs exist
@@ -232,10 +235,20 @@ def _check_reads(scope: Scope, index: int, node: onnx.NodeProto, watch, defined:
             continue
         if name.__class__ is bytes:
             raise not_utf8_error()
-        later = any(name in other.output for other in scope.graph.node[index:])
+        later = _produced_later(scope, index, name)
         why = ("which only this or a later node produces (a cycle, or nodes out of order)" if later
                else "which no node, graph input or initializer defines")
         raise invalid(f"node {node_label(node, index)!r} of {where(scope.path)} reads {name!r}, {why}")
+
+
+def _produced_later(scope: Scope, index: int, name: str) -> bool:
+    """Whether node ``index`` of ``scope`` or a later one (here or in an enclosing graph) writes ``name``."""
+    current: Scope | None = scope
+    while current is not None:
+        if any(name in other.output for other in current.graph.node[index:]):
+            return True
+        index, current = current.holder_index or 0, current.parent
+    return False
 
 
 def _add_outputs(scope: Scope, index: int, node: onnx.NodeProto, watch, plain: set[str], seen: set[str]) -> int:
