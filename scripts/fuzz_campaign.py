@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     tallies = {"structure": Tally(), "bytes": Tally()}
     mutations: Counter = Counter()
+    commands: Counter = Counter()
     deadline = time.monotonic() + args.minutes * 60
     index = 0
     try:
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             tallies["structure" if structured else "bytes"].add(label, result, bad, notes)
             mutations.update(label.split()[1].split("+"))
+            commands[(label.split()[2], "ok" if result.rc == 0 and not bad else "error" if not bad else "crash")] += 1
             if bad:
                 print(f"FAIL {entry.name}: {label}: {bad}", flush=True)
                 if args.keep_failures:
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:9s}: {tally.summary()}")
     print(f"  total    : {total.summary()}")
     print(f"  mutations applied: {dict(mutations.most_common())}")
+    per_kind = {}
+    for (kind, outcome), count in sorted(commands.items()):
+        per_kind.setdefault(kind, {})[outcome] = count
+    print(f"  commands run (outcome counts): {per_kind}")
     return 1 if total.crashes or total.data_lost else 0
 
 
