@@ -241,23 +241,39 @@ def test_real_cli_subprocess_matches_the_fork_server(forkserver, corpus, tmp_pat
 
 # --- names that are not UTF-8 --------------------------------------------------------------
 
-_UTF8 = (
-    "a tensor name with invalid UTF-8 (protobuf does not check proto2 strings when parsing and "
-    "returns bytes or raises) gives a traceback: passes/_scope.py Read.rewire, passes/_select.py "
-    "closest_names, passes/reports.py summary (after the output was written), _flow.py "
-    "analyze_gradient_flow, analysis/_shapes.py, visual/_dot.py; the CLI should report a corrupt "
-    "model in one line"
-)
+_NON_UTF8_NAMES = {
+    # A node input, a node output, a node name, a graph output name: same length as the original.
+    "tensor": (b"h1r_stop", b"h1\xd0\xff\xfe\xfd_p"),
+    "node": (b"stop1", b"st\xa9\xfbp"),
+    "output": (b"\n\x01y", b"\n\x01\xfb"),
+}
 
 
-@pytest.mark.xfail(strict=True, reason=_UTF8)
-@pytest.mark.parametrize("command", COMMANDS)
-def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command) -> None:
+_UTF8_UNHANDLED = {
+    ("output", "analyze"): "onnx_stopgrad/analysis/_report.py:167 joins names: TypeError (bytes)",
+    ("output", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
+    ("tensor", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
+}
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show"])
+@pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where, request) -> None:
+    """protobuf does not check proto2 strings when parsing: such names come back as bytes."""
+    if (where, command) in _UTF8_UNHANDLED:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=_UTF8_UNHANDLED[(where, command)]))
     model = next(e for e in corpus if e.name == "mlp_stopped").proto
-    data = model.SerializeToString().replace(b"h1r_stop", b"h1\xd0\xff\xfe\xfdp")
-    assert len(data) == len(model.SerializeToString())
+    old, new = _NON_UTF8_NAMES[where]
+    data = model.SerializeToString().replace(old, new)
+    assert data != model.SerializeToString() and len(data) == len(model.SerializeToString())
     case = prepare_case(tmp_path, "utf8", data, {})
-    result, bad = _run(forkserver, case, command, target="h2")
+    if command in COMMANDS:
+        result, bad = _run(forkserver, case, command, target="h2")
+    else:
+        argv = {"analyze": ["analyze", "model.onnx", "--static"],
+                "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")]}[command]
+        result = forkserver.run(argv, case.directory, watch=case.watch)
+        bad, _ = judge(result, case, None)
     assert not bad, bad
 
 
