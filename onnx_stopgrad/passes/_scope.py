@@ -163,7 +163,7 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
             raise invalid(f"an initializer of {where(scope.path)} is named {name!r}, like another one (or has no name)")
         initializers.add(name)
         raw = tensor.raw_data
-        if not raw or len(raw) != product(tensor.dims) * size_of(tensor.data_type, 0):
+        if not raw or len(raw) != product(tensor.dims[:]) * size_of(tensor.data_type, 0):
             problem = tensor_problem(tensor)  # slow path: typed fields, external data, bad sizes
             if problem is not None:
                 raise invalid(f"initializer {name!r} of {where(scope.path)} {problem}")
@@ -195,7 +195,8 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
     inner = (plain, seen, *outer)
     expected, added = len(plain) + len(seen), 0
     for index, node in enumerate(graph.node):
-        if not all_plain(node.input):  # reads a watched, outer or undefined name
+        # [:] copies a repeated field into a list in C: cheaper than iterating it in a set method
+        if not all_plain(node.input[:]):  # reads a watched, outer or undefined name
             _check_reads(scope, index, node, watch, inner)
         name = node.name
         if name in watch:
@@ -207,7 +208,7 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
                 if attr.type in _GRAPH_TYPES:  # scanned before the node's own outputs exist
                     _scan_children(scope, index, node, watch, inner, depth)
                     break
-        outputs = tuple(node.output)
+        outputs = node.output[:]
         if no_plain(outputs) and unwatched(outputs):
             add_plain(outputs)
             added += len(outputs)
