@@ -156,12 +156,10 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
             scope.declared.add(name)
             scope.value_info.setdefault(name, value)
     initializers: set[str] = {""}
-    size_of, product = ITEM_SIZE.get, math.prod
+    size_of, product, add_initializer = ITEM_SIZE.get, math.prod, initializers.add
     for tensor in graph.initializer:
         name = tensor.name
-        if name in initializers:
-            raise invalid(f"an initializer of {where(scope.path)} is named {name!r}, like another one (or has no name)")
-        initializers.add(name)
+        add_initializer(name)
         raw = tensor.raw_data
         if not raw or len(raw) != product(tensor.dims[:]) * size_of(tensor.data_type, 0):
             problem = tensor_problem(tensor)  # slow path: typed fields, external data, bad sizes
@@ -170,6 +168,8 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
         if name in watch:
             scope.declared.add(name)
             scope.initializers[name] = tensor
+    if len(initializers) != len(graph.initializer) + 1:
+        _refuse_initializer_names(scope)
     plain |= initializers  # an initializer may share a graph input's name (its default)
     for sparse in graph.sparse_initializer:
         name = sparse.values.name
@@ -240,6 +240,14 @@ def _check_reads(scope: Scope, index: int, node: onnx.NodeProto, watch, defined:
         why = ("which only this or a later node produces (a cycle, or nodes out of order)" if later
                else "which no node, graph input or initializer defines")
         raise invalid(f"node {node_label(node, index)!r} of {where(scope.path)} reads {name!r}, {why}")
+
+
+def _refuse_initializer_names(scope: Scope) -> None:
+    names: set[str] = set()
+    for tensor in scope.graph.initializer:
+        if not tensor.name or tensor.name in names:
+            raise invalid(f"an initializer of {where(scope.path)} is named {tensor.name!r}, like another one (or has no name)")
+        names.add(tensor.name)
 
 
 def _produced_later(scope: Scope, index: int, name: str) -> bool:
