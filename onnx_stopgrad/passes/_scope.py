@@ -216,13 +216,13 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
             added += _add_outputs(scope, index, node, watch, plain, seen)
     if len(plain) + len(seen) != expected + added:  # a node wrote one name twice
         _refuse_repeated_output(scope)
-    if scope.parent is None:
-        for value in graph.output:
-            name = value.name
+    visible = (plain, seen) if scope.parent is None else inner  # a body may pass an outer tensor through
+    for value in graph.output:
+        name = value.name
+        if not name or not any(name in names for names in visible):
             if name.__class__ is bytes:
                 raise not_utf8_error()
-            if not name or (name not in plain and name not in seen):
-                raise invalid(f"graph output {name!r} is not a graph input, initializer or node output")
+            raise invalid(f"graph output {name!r} is not a graph input, initializer or node output ({where(scope.path)})")
     check_text(plain)
     check_text(seen)
 

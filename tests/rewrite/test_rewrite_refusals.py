@@ -174,6 +174,15 @@ def test_subgraph_reading_a_later_or_missing_outer_tensor_is_refused(name: str, 
         insert_stop_gradient(model, "a")
 
 
+def test_subgraph_output_that_nothing_defines_is_refused() -> None:
+    model = _if_model("a")
+    next(a for a in model.graph.node[1].attribute if a.name == "then_branch").g.output[0].name = "ghost"
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)
+    with pytest.raises(InvalidModelError, match=r"graph output 'ghost' is not .* \(subgraph if:then_branch\)"):
+        list_stop_gradients(model)
+
+
 def _nested(depth: int) -> onnx.ModelProto:
     """``depth`` If nodes, each in the previous one's then-branch; the leaf reads ``c``."""
     model = make_model([], [helper.make_tensor_value_info("c", TensorProto.BOOL, [])], [])
