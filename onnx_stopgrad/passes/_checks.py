@@ -8,7 +8,7 @@ while it walks the graph (see :func:`._scope.scan`). What it refuses:
   the output of an earlier node (dangling reads, cycles, unsorted nodes);
 * a name defined twice (two producers, two initializers, an initializer that is also a
   node output, ...);
-* a main-graph output that nothing defines;
+* a graph output that nothing visible defines (a body may pass an outer tensor through);
 * an initializer whose data is too short for its shape (raw_data or typed field), with
   a negative or overflowing dimension, an UNDEFINED element type or a string in raw_data;
 * names that are not valid UTF-8, and subgraphs nested deeper than :data:`MAX_DEPTH`.
