@@ -62,10 +62,13 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
     if not proto.HasField("graph") or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph or no opset_import)")
     directory = path.resolve().parent
-    for location in external_data_files(proto):
-        _check_inside(directory, location, path)
-    for tensor in _iter_tensors(proto.graph):
+    inside: set[str] = set()  # locations already checked
+    for tensor in _iter_tensors(proto.graph):  # one pass: large graphs make each pass count
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value not in inside:
+                    _check_inside(directory, entry.value, path)
+                    inside.add(entry.value)
             _check_external_extent(directory, tensor, path)
     return proto, directory
 
@@ -293,8 +296,9 @@ def save_model(
         raise ModelSaveError(
             f"{path}: model too large to serialise ({exc}); keep its weights as external data"
         ) from exc
-    locations = external_data_files(model)
-    if locations and source_dir is not None and directory.resolve() != source_dir:
-        _copy_external_data(locations, source_dir, directory, path)
+    if source_dir is not None and directory.resolve() != source_dir:
+        locations = external_data_files(model)
+        if locations:
+            _copy_external_data(locations, source_dir, directory, path)
     atomic_write_bytes(path, data)
     return path
