@@ -159,6 +159,23 @@ class _TensorGraph:
         return seen
 
 
+def _parameter_names(graph: onnx.GraphProto) -> list[str]:
+    """Names of the float initializers; a name that is not UTF-8 is a corrupt model."""
+    names = []
+    for tensor in graph.initializer:
+        if tensor.data_type in FLOAT_TYPES:
+            try:
+                name = tensor.name
+            except UnicodeDecodeError:  # protobuf does not check proto2 strings when parsing
+                name = None
+            if not isinstance(name, str):
+                raise InvalidModelError(
+                    "an initializer name is not valid UTF-8; the model file is corrupt"
+                )
+            names.append(name)
+    return names
+
+
 def analyze_gradient_flow(
     model: onnx.ModelProto | onnx.GraphProto, targets: Iterable[str] | None = None
 ) -> GradientFlow:
@@ -172,7 +189,7 @@ def analyze_gradient_flow(
     open_reach = links.walk_back(target_names, links.open_preds)
     any_reach = links.walk_back(target_names, links.all_preds)
 
-    params = sorted(t.name for t in graph.initializer if t.data_type in FLOAT_TYPES)
+    params = sorted(_parameter_names(graph))
     behind_stop: dict[str, list[str]] = defaultdict(list)
     for label, stop_in, stop_out in links.stops:
         if stop_out in any_reach:

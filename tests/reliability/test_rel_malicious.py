@@ -246,6 +246,7 @@ _NON_UTF8_NAMES = {
     "tensor": (b"h1r_stop", b"h1\xd0\xff\xfe\xfd_p"),
     "node": (b"stop1", b"st\xa9\xfbp"),
     "output": (b"\n\x01y", b"\n\x01\xfb"),
+    "initializer": (b"B\x02W2", b"B\x02\xfb2"),
 }
 
 
@@ -253,6 +254,8 @@ _UTF8_UNHANDLED = {
     ("output", "analyze"): "onnx_stopgrad/analysis/_report.py:167 joins names: TypeError (bytes)",
     ("output", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
     ("tensor", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
+    ("initializer", "analyze"): "onnx_stopgrad/analysis/_shapes.py:134 _without_float_weights: "
+    "UnicodeDecodeError",
 }
 
 
