@@ -7,6 +7,7 @@ else is imported on first use, so onnxruntime and torch load only when needed.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
@@ -16,6 +17,10 @@ from ._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from .errors import StopGradError
 
 _schema.register()
+
+# The library never prints: without a handler, Python's last-resort handler would write the
+# warnings of onnx_stopgrad.* loggers to stderr. The CLI installs its own (cli/__init__.py).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # Public name -> module that defines it (imported lazily by __getattr__).
 _LAZY = {

@@ -13,7 +13,6 @@ subgraph's outputs link to the node's outputs. Links out of a StopGradient node 
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,14 +29,11 @@ __all__ = [
     "GradientFlow",
     "analyze_gradient_flow",
     "is_stop_gradient",
+    "node_reads",
     "iter_nodes",
     "node_label",
     "FLOAT_TYPES",
 ]
-
-# The library never prints: without a handler, Python's last-resort handler would write the
-# warnings of onnx_stopgrad.* loggers to stderr. The CLI installs its own (cli/__init__.py).
-logging.getLogger("onnx_stopgrad").addHandler(logging.NullHandler())
 
 #: Element types that can receive gradients.
 FLOAT_TYPES = frozenset(
@@ -93,6 +89,28 @@ def iter_nodes(graph: onnx.GraphProto, _depth: int = 0) -> Iterator[tuple[onnx.N
         yield node, graph
         for sub in _subgraphs(node):
             yield from iter_nodes(sub, _depth + 1)
+
+
+def node_reads(node: onnx.NodeProto, _depth: int = 0) -> list[str]:
+    """The node's inputs plus the outer-scope tensors its subgraphs read, without repeats."""
+    reads = [name for name in node.input if name]
+    for sub in _subgraphs(node):
+        reads.extend(_free_names(sub, _depth + 1))
+    return list(dict.fromkeys(reads))
+
+
+def _free_names(graph: onnx.GraphProto, depth: int) -> list[str]:
+    """Names ``graph`` reads (or passes out as outputs) without defining them itself."""
+    if depth > MAX_DEPTH:
+        raise too_deep_error()
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined.update(s.values.name for s in graph.sparse_initializer)
+    free: list[str] = []
+    for node in graph.node:
+        free.extend(n for n in node_reads(node, depth) if n not in defined)
+        defined.update(node.output)
+    free.extend(o.name for o in graph.output if o.name and o.name not in defined)
+    return free
 
 
 def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:

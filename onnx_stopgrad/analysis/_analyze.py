@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient, iter_nodes, node_label
+from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient, iter_nodes, node_label, node_reads
 from .._io import ModelLike, load_model
 from ..errors import InvalidModelError, TensorNotFoundError
-from ._backward import BackwardPlan, node_inputs, plan_backward
+from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
 from ._ort_graph import OrtGradientGraph, build_ort_gradient_graph, ort_error_message, ort_training_version
 from ._report import (
@@ -167,7 +167,7 @@ def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str])
     preds: dict[str, list[str]] = defaultdict(list)
     for node, _graph in iter_nodes(proto.graph):
         for out in node.output:
-            preds[out].extend(node_inputs(node))
+            preds[out].extend(node_reads(node))
     reaches_loss = _walk(targets, preds)
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)

@@ -8,15 +8,15 @@ unknown type are assumed to. With ``cut_stops`` StopGradient links are cut in bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, is_stop_gradient
+from .._flow import FLOAT_TYPES, is_stop_gradient, node_reads
 from ._shapes import ShapeTable
 
-__all__ = ["BackwardPlan", "plan_backward", "node_inputs"]
+__all__ = ["BackwardPlan", "plan_backward"]
 
 
 @dataclass(frozen=True)
@@ -25,30 +25,6 @@ class BackwardPlan:
 
     nodes: tuple[int, ...]
     grad_inputs: dict[int, tuple[str, ...]]
-
-
-def _outer_names(graph: onnx.GraphProto) -> Iterator[str]:
-    """Names a subgraph reads from enclosing scopes (inputs not defined inside it)."""
-    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    for node in graph.node:
-        for name in node.input:
-            if name and name not in defined:
-                yield name
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                yield from (n for n in _outer_names(sub) if n not in defined)
-        defined.update(node.output)
-
-
-def node_inputs(node: onnx.NodeProto) -> list[str]:
-    """The node's inputs plus the outer-scope tensors its subgraphs read."""
-    names = [name for name in node.input if name]
-    for attr in node.attribute:
-        subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for sub in subs:
-            names.extend(_outer_names(sub))
-    return list(dict.fromkeys(names))
 
 
 def _differentiable(name: str, table: ShapeTable) -> bool:
@@ -64,7 +40,7 @@ def plan_backward(
     cut_stops: bool,
 ) -> BackwardPlan:
     """The gradient computation ORT would build for ``requires_grad`` and loss ``targets``."""
-    inputs = [node_inputs(node) for node in graph.node]
+    inputs = [node_reads(node) for node in graph.node]
     cut = [cut_stops and is_stop_gradient(node) for node in graph.node]
     forward = set(requires_grad)
     for index, node in enumerate(graph.node):

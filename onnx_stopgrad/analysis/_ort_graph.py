@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from .._flow import FLOAT_TYPES, is_stop_gradient
+from .._flow import FLOAT_TYPES, is_stop_gradient, node_reads
 from ._shapes import ShapeTable
 
 __all__ = [
@@ -123,7 +123,6 @@ def _stop_aliases(graph: onnx.GraphProto) -> dict[str, str]:
     Removed, not made Identity: an Identity gets a gradient node of its own, which the
     model without stops does not have. Outputs a subgraph reads keep an Identity.
     """
-    from ..training._surgery import node_reads
 
     implicit = {name for node in graph.node for name in node_reads(node)} - {
         name for node in graph.node for name in node.input

@@ -21,11 +21,11 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
+from .._flow import node_reads
 from .._io import atomic_writer, save_model
 from ..errors import TensorNotFoundError, TrainingError
 from . import _ort
 from ._load import artifact_paths
-from ._surgery import node_reads
 
 __all__ = ["export_for_inference", "OUTPUTS_METADATA_KEY", "EXTERNAL_DATA_THRESHOLD"]
 

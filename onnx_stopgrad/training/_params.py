@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient
+from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient, node_reads
 from ..errors import TensorNotFoundError, TrainingError
-from ._surgery import node_reads
 
 __all__ = ["NON_DIFFERENTIABLE_INPUTS", "ParameterPlan", "differentiable_tensors", "plan_parameters"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, node_label
+from .._flow import is_stop_gradient, node_label, node_reads
 from .._names import DOMAIN, OPSET_VERSION
 from ..errors import TrainingError
 
@@ -28,7 +28,6 @@ __all__ = [
     "keep_alive_names",
     "restore_stops",
     "toposort",
-    "node_reads",
 ]
 
 
@@ -165,26 +164,6 @@ def _defined_names(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         names.update(node.output)
     return names
-
-
-def node_reads(node: onnx.NodeProto) -> list[str]:
-    """Inputs of ``node`` plus outer-scope names its subgraphs read."""
-    reads = [name for name in node.input if name]
-    for attr in node.attribute:
-        subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for sub in subs:
-            reads.extend(_free_names(sub))
-    return reads
-
-
-def _free_names(graph: onnx.GraphProto) -> set[str]:
-    defined = _graph_sources(graph)
-    free: set[str] = set()
-    for node in graph.node:
-        free.update(n for n in node_reads(node) if n not in defined)
-        defined.update(node.output)
-    free.update(o.name for o in graph.output if o.name not in defined)
-    return free
 
 
 def _known_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
