@@ -319,3 +319,62 @@ def test_sigkill_during_in_place_rewrite_keeps_a_complete_model(big_dir, tmp_pat
         for leftover in leftovers:
             leftover.unlink()
     print(f"\nsigkill --in-place: {outcomes}")
+
+
+# --- train: SIGKILL while the checkpoint is written -------------------------------------------
+
+def _wide_model() -> onnx.ModelProto:
+    """x[32, 2048] -> MatMul W[2048, 2048] (16 MiB) -> Add b -> y: a checkpoint worth killing."""
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Add", ["h", "b"], ["y"], name="add")],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 2048])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 2048])],
+        [numpy_helper.from_array((rng.standard_normal((2048, 2048)) * 0.01).astype(np.float32), "W"),
+         numpy_helper.from_array(np.zeros(2048, np.float32), "b")],
+    )
+    return finish(graph)
+
+
+def _wait_for(pattern: str, directory: Path, proc: subprocess.Popen, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(directory.glob(pattern)):
+            return True
+        time.sleep(0.0005)
+    return False
+
+
+@pytest.mark.large
+@pytest.mark.training
+def test_sigkill_while_train_saves_the_checkpoint_keeps_a_loadable_one(tmp_path) -> None:
+    """Kills aimed at the checkpoint write (the moment its temp file appears, plus 0-40 ms)."""
+    api = pytest.importorskip("onnxruntime.training.api")
+    (tmp_path / "wide.onnx").write_bytes(_wide_model().SerializeToString())
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((64, 2048)).astype(np.float32),
+             target=rng.standard_normal((64, 2048)).astype(np.float32))
+    built = run_real_cli(["artifacts", "wide.onnx", "-o", "art", "--loss", "mse", "--optimizer", "sgd"],
+                         tmp_path, timeout=300, mem_mb=16384)
+    assert built.rc == 0, built.stderr
+    pristine = tmp_path / "art"
+    old = _sha(pristine / "checkpoint")
+    argv = ["train", "work", "--data", str(tmp_path / "data.npz"), "--epochs", "1"]
+    kill_rng = random.Random(8)
+    outcomes = []
+    for _ in range(5):
+        work = tmp_path / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(pristine, work)
+        proc = _start(argv, tmp_path)
+        seen = _wait_for(".checkpoint.*.tmp", work, proc, 120)
+        time.sleep(kill_rng.uniform(0, 0.04))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        digest = _sha(work / "checkpoint")
+        api.CheckpointState.load_checkpoint(str(work / "checkpoint"))  # complete, whichever it is
+        leftovers = [p.name for p in work.iterdir() if p.name.endswith(".tmp")]
+        assert all(name.startswith(".checkpoint.") for name in leftovers), leftovers
+        outcomes.append(("old" if digest == old else "new", seen, len(leftovers)))
+    print(f"\nsigkill train checkpoint (state, temp file seen, temp files left): {outcomes}")
