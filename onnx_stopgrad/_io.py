@@ -296,9 +296,30 @@ def save_model(
         raise ModelSaveError(
             f"{path}: model too large to serialise ({exc}); keep its weights as external data"
         ) from exc
-    if source_dir is not None and directory.resolve() != source_dir:
-        locations = external_data_files(model)
-        if locations:
-            _copy_external_data(locations, source_dir, directory, path)
+    locations = external_data_files(model)
+    _refuse_writing_over_external_data(path, locations, [d for d in (source_dir, directory) if d is not None])
+    if source_dir is not None and directory.resolve() != source_dir and locations:
+        _copy_external_data(locations, source_dir, directory, path)
     atomic_write_bytes(path, data)
     return path
+
+
+def _refuse_writing_over_external_data(path: Path, locations: list[str], directories: list[Path]) -> None:
+    """The output must not replace a data file the model (or its source) reads its weights from."""
+    if not locations:
+        return
+    target = path.resolve()
+    for directory in directories:
+        for location in locations:
+            if isinstance(location, str) and _same_file(directory / location, target):
+                raise ModelSaveError(
+                    f"{path}: this is the model's external data file {location!r}; "
+                    "writing the model there would destroy its weights; choose another output name"
+                )
+
+
+def _same_file(candidate: Path, target: Path) -> bool:
+    try:
+        return candidate.resolve() == target
+    except (OSError, ValueError, RuntimeError):
+        return False

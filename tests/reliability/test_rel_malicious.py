@@ -360,3 +360,20 @@ def test_analyze_on_a_loop_without_body_is_one_line(forkserver, corpus, tmp_path
     result = forkserver.run(["analyze", "model.onnx", "--static"], case.directory, watch=case.watch)
     bad, _ = judge(result, case, None)
     assert not bad, bad
+
+
+# --- an output named like the model's own external data ------------------------------------
+
+@pytest.mark.parametrize("output", ["weights.bin", "./weights.bin", "out/weights.bin", "link_to_weights.bin"])
+def test_output_over_the_models_external_data_is_refused(forkserver, corpus, tmp_path, output) -> None:
+    """Found in review: ``insert model.onnx -o weights.bin`` replaced the input's weights."""
+    model, weights = _external_mlp(corpus, tmp_path)
+    case = _case(tmp_path, model, **{"weights.bin": weights})
+    (case.directory / "link_to_weights.bin").symlink_to("weights.bin")
+    case.before = {**case.before, "link_to_weights.bin": "link:weights.bin"}
+    result = forkserver.run(["insert", "model.onnx", "--at", "h1b", "-o", output], case.directory,
+                            watch=case.watch)
+    bad, _ = judge(result, case, None)
+    assert not bad, bad
+    assert result.rc == 1 and "external data" in result.stderr
+    assert (case.directory / "weights.bin").read_bytes() == weights
