@@ -378,3 +378,24 @@ def test_sigkill_while_train_saves_the_checkpoint_keeps_a_loadable_one(tmp_path)
         assert all(name.startswith(".checkpoint.") for name in leftovers), leftovers
         outcomes.append(("old" if digest == old else "new", seen, len(leftovers)))
     print(f"\nsigkill train checkpoint (state, temp file seen, temp files left): {outcomes}")
+
+
+_OVERWRITES_INPUT = (
+    "onnx_stopgrad/training/_publish.py publish() moves the new files into the target folder "
+    "without checking that one of them is the input model: 'artifacts training_model.onnx -o .' "
+    "replaces the user's model"
+)
+
+
+@pytest.mark.training
+@pytest.mark.xfail(strict=True, reason=_OVERWRITES_INPUT)
+@pytest.mark.parametrize("name", ["training_model.onnx", "eval_model.onnx"])
+def test_artifacts_never_overwrite_the_input_model(tmp_path, name) -> None:
+    pytest.importorskip("onnxruntime.training")
+    model = tmp_path / name
+    model.write_bytes(_no_gradient_model("Relu").SerializeToString())
+    before = _sha(model)
+    result = run_real_cli(["artifacts", name, "-o", ".", "--loss", "mse"], tmp_path, timeout=180, mem_mb=16384)
+    assert "Traceback" not in result.stderr
+    assert _sha(model) == before, "the input model was overwritten"
+    assert result.rc == 1 and result.stderr.startswith("error: ")
