@@ -303,7 +303,8 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
     case = prepare_case(root, name, model_bytes, files)
     kind = draw.choice(kinds)
     target = draw.choice(targets)
-    out = (case.out_dir if draw.int(0, 1) else case.directory) / "out.onnx"
+    out = draw.choice((case.out_dir / "out.onnx", case.directory / "out.onnx", case.out_dir / "out.onnx",
+                       case.directory / "weights.bin", case.directory / "model.onnx"))
     argv = {
         "insert": ["insert", "model.onnx", "--at", target, "-o", str(out)],
         "insert_consumer": ["insert", "model.onnx", "--at", target, "--consumer", "mm2", "-o", str(out), "--json"],
@@ -316,6 +317,8 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
     }.get(kind, [])
     api = None
     if kind.startswith("api_"):
+        if out == case.model:  # save_model is the API's low-level writer: over the input is the caller's choice
+            out = case.out_dir / "out.onnx"
         api = {"op": kind[4:], "model": str(case.model), "at": [target], "out": str(out)}
     result = server.run(argv, case.directory, timeout=timeout, mem_mb=mem_mb, watch=case.watch, api=api)
     written = {"list": None, "api_list": None, "analyze": None, "show": out.with_suffix(".dot"),
