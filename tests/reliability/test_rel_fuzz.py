@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,8 +33,8 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def fuzz_root() -> Path:
-    return Path(tempfile.mkdtemp(prefix="stopgrad-fuzz-"))
+def fuzz_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
 
 def _fuzz(forkserver, corpus, seeds, fuzz_root, data, structured: bool, tally: Tally) -> None:
