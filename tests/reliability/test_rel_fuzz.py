@@ -23,7 +23,7 @@ from rel_harness import Tally, fuzz_one, judge, prepare_case, run_real_cli
 from rel_mutate import HypothesisDraw, RandomDraw, mutate_bytes
 
 _SETTINGS = settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     derandomize=True,
     database=None,
