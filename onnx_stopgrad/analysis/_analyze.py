@@ -9,12 +9,25 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from .._flow import FLOAT_TYPES, analyze_gradient_flow, is_stop_gradient, iter_nodes, node_label, node_reads
+from .._flow import (
+    FLOAT_TYPES,
+    analyze_gradient_flow,
+    is_stop_gradient,
+    iter_nodes,
+    node_label,
+    node_reads,
+)
 from .._io import ModelLike, load_model
 from ..errors import InvalidModelError, TensorNotFoundError
+from ..passes import insert_stop_gradient, validate_model
 from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
-from ._ort_graph import OrtGradientGraph, build_ort_gradient_graph, ort_error_message, ort_training_version
+from ._ort_graph import (
+    OrtGradientGraph,
+    build_ort_gradient_graph,
+    ort_error_message,
+    ort_training_version,
+)
 from ._report import (
     AnalysisReport,
     CostEstimate,
@@ -44,11 +57,10 @@ def analyze(
     ``dims``: values for symbolic dimensions (others count as 1). Nothing is written.
     """
     proto, _ = load_model(model)
+    validate_model(proto)
     label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
     existing = {node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n)}
     if at:
-        from ..passes import insert_stop_gradient
-
         proto, _report = insert_stop_gradient(proto, list(at))
     graph = proto.graph
     targets = _check_targets(graph, loss_outputs)

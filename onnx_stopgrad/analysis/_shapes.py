@@ -168,7 +168,7 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
     resolver.inputs_done = True
     try:
         inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("shape inference failed (%s); using the shapes stored in the model", reason)
         inferred = work

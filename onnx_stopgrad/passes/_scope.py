@@ -18,7 +18,7 @@ import onnx
 from .._flow import node_label, too_deep_error
 from ._checks import ITEM_SIZE, MAX_DEPTH, check_text, invalid, not_utf8_error, tensor_problem, where
 
-__all__ = ["Scope", "Read", "scan", "iter_scopes", "resolved_reads", "subgraph_attributes"]
+__all__ = ["Scope", "Read", "scan", "validate", "iter_scopes", "resolved_reads", "subgraph_attributes"]
 
 _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
@@ -132,6 +132,11 @@ def scan(model: onnx.ModelProto, watch: Collection[str]) -> Scope:
     except UnicodeDecodeError as exc:  # another protobuf backend may raise instead of giving bytes
         raise not_utf8_error() from exc
     return root
+
+
+def validate(model: onnx.ModelProto) -> None:
+    """Raise InvalidModelError, naming the first problem, if ``model``'s structure is broken."""
+    scan(model, frozenset())
 
 
 def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set[str], ...], depth: int) -> None:

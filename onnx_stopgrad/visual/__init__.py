@@ -13,6 +13,7 @@ from pathlib import Path
 from .._flow import analyze_gradient_flow
 from .._io import ModelLike, load_model
 from ..errors import TensorNotFoundError
+from ..passes import insert_stop_gradient, validate_model
 from ._dot import build_dot
 from ._render import INSTALL_HINT, GraphvizError, output_format, write_picture
 
@@ -51,9 +52,8 @@ def draw(
     output = Path(output)
     output_format(output)  # refuse an unknown suffix before any work
     proto, _ = load_model(model)
+    validate_model(proto)
     if at:
-        from ..passes import insert_stop_gradient
-
         proto, _report = insert_stop_gradient(proto, list(at))
     targets = list(loss_outputs) if loss_outputs else None
     if targets:

@@ -250,21 +250,12 @@ _NON_UTF8_NAMES = {
 }
 
 
-_UTF8_UNHANDLED = {
-    ("output", "analyze"): "onnx_stopgrad/analysis/_report.py:167 joins names: TypeError (bytes)",
-    ("output", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
-    ("tensor", "show"): "onnx_stopgrad/visual/_dot.py:143 concatenates names: TypeError (bytes)",
-    ("initializer", "analyze"): "onnx_stopgrad/analysis/_shapes.py:134 _without_float_weights: "
-    "UnicodeDecodeError",
-}
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show"])
 @pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
-def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where, request) -> None:
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where) -> None:
     """protobuf does not check proto2 strings when parsing: such names come back as bytes."""
-    if (where, command) in _UTF8_UNHANDLED:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=_UTF8_UNHANDLED[(where, command)]))
     model = next(e for e in corpus if e.name == "mlp_stopped").proto
     old, new = _NON_UTF8_NAMES[where]
     data = model.SerializeToString().replace(old, new)
@@ -345,13 +336,7 @@ def test_external_data_offset_that_is_not_a_plain_number_is_refused(forkserver, 
     assert "offset" in result.stderr
 
 
-_SHAPE_INFERENCE = (
-    "onnx_stopgrad/analysis/_shapes.py infer_shapes lets a ValueError ('vector::reserve') from "
-    "onnx.shape_inference through: a Loop node without a body attribute (found by the campaign)"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=_SHAPE_INFERENCE)
 def test_analyze_on_a_loop_without_body_is_one_line(forkserver, corpus, tmp_path) -> None:
     model = onnx.ModelProto()
     model.CopyFrom(next(e for e in corpus if e.name == "loop").proto)
