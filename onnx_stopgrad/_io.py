@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -31,7 +31,9 @@ __all__ = [
     "atomic_writer",
     "default_output_path",
     "external_data_files",
+    "input_files",
     "load_model",
+    "refuse_overwriting",
     "save_model",
 ]
 
@@ -186,6 +188,23 @@ def external_data_files(model: onnx.ModelProto) -> list[str]:
                 if entry.key == "location":
                     seen.setdefault(entry.value, None)
     return list(seen)
+
+
+def input_files(model: ModelLike) -> set[Path]:
+    """The files a model path stands for: the model and its external data (resolved)."""
+    if isinstance(model, onnx.ModelProto):
+        return set()
+    proto, directory = load_model(model)
+    assert directory is not None
+    return {Path(model).resolve(), *((directory / loc).resolve() for loc in external_data_files(proto))}
+
+
+def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """Raise ModelSaveError if writing ``outputs`` would replace one of ``inputs``."""
+    protected = {Path(p).resolve() for p in inputs}
+    for output in outputs:
+        if Path(output).resolve() in protected:
+            raise ModelSaveError(f"{output}: would overwrite an input of this command; choose another output")
 
 
 def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 
 from .._flow import is_stop_gradient, node_label
-from .._io import ModelLike, load_model
+from .._io import ModelLike, input_files, load_model, refuse_overwriting
 from ..errors import TrainingError
 from ..passes.remove import remove_in_place
 from . import _ort
@@ -100,6 +100,8 @@ def generate_artifacts(
     if custom_op_library is None and stops:
         custom_op_library = _stop_library()
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
+    written = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
+    refuse_overwriting([target / f"{prefix}{name}" for name in written], input_files(model))
     staging = make_staging_dir(target)
     try:
         plan = _build(

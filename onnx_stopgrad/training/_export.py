@@ -22,7 +22,7 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from .._flow import node_reads
-from .._io import atomic_writer, save_model
+from .._io import atomic_writer, refuse_overwriting, save_model
 from ..errors import TensorNotFoundError, TrainingError
 from . import _ort
 from ._load import artifact_paths
@@ -60,6 +60,7 @@ def export_for_inference(
     """
     paths = artifact_paths(artifact_directory, prefix)
     output_path = Path(output_path)
+    refuse_overwriting([output_path, output_path.with_name(f"{output_path.name}.data")], paths.values())
     if state is None:
         state = _load_state(paths["checkpoint"])
     weights = {name: np.asarray(param.data) for name, param in state.parameters}

@@ -380,15 +380,7 @@ def test_sigkill_while_train_saves_the_checkpoint_keeps_a_loadable_one(tmp_path)
     print(f"\nsigkill train checkpoint (state, temp file seen, temp files left): {outcomes}")
 
 
-_OVERWRITES_INPUT = (
-    "onnx_stopgrad/training/_publish.py publish() moves the new files into the target folder "
-    "without checking that one of them is the input model: 'artifacts training_model.onnx -o .' "
-    "replaces the user's model"
-)
-
-
 @pytest.mark.training
-@pytest.mark.xfail(strict=True, reason=_OVERWRITES_INPUT)
 @pytest.mark.parametrize("name", ["training_model.onnx", "eval_model.onnx"])
 def test_artifacts_never_overwrite_the_input_model(tmp_path, name) -> None:
     pytest.importorskip("onnxruntime.training")
@@ -401,14 +393,7 @@ def test_artifacts_never_overwrite_the_input_model(tmp_path, name) -> None:
     assert result.rc == 1 and result.stderr.startswith("error: ")
 
 
-_EXPORT_OVER_INPUT = (
-    "'onnx-stopgrad export DIR -o DIR/eval_model.onnx' (onnx_stopgrad/training/_export.py) "
-    "overwrites the artifact directory's eval model, which is its input; the next export then fails"
-)
-
-
 @pytest.mark.training
-@pytest.mark.xfail(strict=True, reason=_EXPORT_OVER_INPUT)
 def test_export_never_overwrites_its_artifacts(tmp_path) -> None:
     pytest.importorskip("onnxruntime.training")
     (tmp_path / "m.onnx").write_bytes(_no_gradient_model("Relu").SerializeToString())
