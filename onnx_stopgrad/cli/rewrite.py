@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import onnx
 
-from .._io import load_model, save_model
+from .._io import check_schemas, load_model, save_model
 from ..passes import insert_in_place, list_stop_gradients, remove_in_place, select_tensors
 from . import main
 from ._options import emit, in_place_option, json_option, model_argument, output_option, resolve_output
@@ -108,6 +108,7 @@ def insert(
     proto, source_dir = load_model(model)
     targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
     report = insert_in_place(proto, targets, pairs)
+    check_schemas(model)
     written = _write(proto, target_path, source_dir, report.modified, in_place)
     emit(report, as_json, wrote=written)
 
@@ -143,6 +144,7 @@ def remove(
     target_path = resolve_output(model, output, in_place, tag="nostopgrad")
     proto, source_dir = load_model(model)
     report = remove_in_place(proto, list(ats) or None, to_identity)
+    check_schemas(model)
     written = _write(proto, target_path, source_dir, report.modified, in_place)
     emit(report, as_json, wrote=written)
 

@@ -14,8 +14,8 @@ from .insert import insert_in_place, insert_stop_gradient
 from .listing import list_stop_gradients
 from .remove import remove_in_place, remove_stop_gradient
 from .reports import (
-    InsertReport,
     Insertion,
+    InsertReport,
     ListReport,
     Removal,
     RemoveReport,

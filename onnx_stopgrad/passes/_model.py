@@ -1,7 +1,7 @@
 """What the public functions accept: a ModelProto, a path, or an onnx-graphsurgeon Graph.
 
 A caller's ModelProto is copied, never changed; a path is read without its external
-data (see :mod:`onnx_stopgrad._io`); a graphsurgeon Graph is exported to a proto and the
+data (see :mod:`onnx_stopgrad._io`) and must pass the ONNX checker; a graphsurgeon Graph is exported to a proto and the
 result imported back, so callers get the kind of object they passed in.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Union
 
 import onnx
 
-from .._io import load_model
+from .._io import check_schemas, load_model
 from ..errors import InvalidModelError
 
 __all__ = ["ModelInput", "open_model", "read_model", "is_graphsurgeon_graph"]
@@ -49,7 +49,9 @@ def open_model(model: ModelInput) -> tuple[onnx.ModelProto, Callable[[onnx.Model
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         return copy, _same
-    return read_model(model), _same
+    proto = read_model(model)
+    check_schemas(model)  # a file from anywhere: never rewrite one the checker rejects
+    return proto, _same
 
 
 def _same(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ from ._model import ModelInput, open_model
 from ._naming import NameAllocator
 from ._scope import Read, Scope, iter_scopes, resolved_reads, scan
 from ._select import node_names, not_found_message, tensor_names
-from .reports import InsertReport, Insertion, Skipped
+from .reports import Insertion, InsertReport, Skipped
 
 __all__ = ["insert_stop_gradient", "insert_in_place"]
 
