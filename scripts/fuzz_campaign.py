@@ -43,6 +43,11 @@ def _seeds(root: Path) -> tuple[list, dict[str, dict[str, bytes]]]:
     return corpus, files
 
 
+def _code_stamp() -> float:
+    """Latest modification time of the package's sources (the tree may change under a campaign)."""
+    return max(p.stat().st_mtime for p in (REPO / "onnx_stopgrad").rglob("*.py"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to fuzz [5]")
@@ -70,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     commands: Counter = Counter()
     deadline = time.monotonic() + args.minutes * 60
     index = 0
+    stamp = _code_stamp()
+    restarts = 0
     try:
         while time.monotonic() < deadline and (not args.cases or index < args.cases):
+            if index % 200 == 0 and _code_stamp() != stamp:  # a preloaded old module would be stale
+                server.close()
+                server = ForkServer(preload_training=args.artifacts)
+                stamp, restarts = _code_stamp(), restarts + 1
             entry = rng.choice(corpus)
             structured = index % 2 == 0
             label, result, bad, notes = fuzz_one(
@@ -98,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(total, name, getattr(total, name) + getattr(tally, name))
         total.max_seconds = max(total.max_seconds, tally.max_seconds)
         total.max_rss_kb = max(total.max_rss_kb, tally.max_rss_kb)
-    print(f"fuzz campaign: {args.minutes:g} min, seed {args.seed}, {len(corpus)} seed models")
+    print(f"fuzz campaign: {args.minutes:g} min, seed {args.seed}, {len(corpus)} seed models, "
+          f"fork server restarted {restarts} time(s) for changed sources")
     for name, tally in tallies.items():
         print(f"  {name:9s}: {tally.summary()}")
     print(f"  total    : {total.summary()}")
