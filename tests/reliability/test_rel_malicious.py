@@ -249,13 +249,20 @@ _NON_UTF8_NAMES = {
     "initializer": (b"B\x02W2", b"B\x02\xfb2"),
 }
 
+_UTF8_UNHANDLED: dict[tuple[str, str], str] = {
+    ("tensor", "artifacts"): "onnx_stopgrad/training/_surgery.py:70 detach_stops reads a non-UTF-8 "
+    "StopGradient output name: UnicodeDecodeError (artifacts does not validate names like the rewriter)",
+}
 
 
-
-@pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show"])
+@pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show", "artifacts"])
 @pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
-def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where) -> None:
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where, request) -> None:
     """protobuf does not check proto2 strings when parsing: such names come back as bytes."""
+    if command == "artifacts":
+        pytest.importorskip("onnxruntime.training")
+    if (where, command) in _UTF8_UNHANDLED:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=_UTF8_UNHANDLED[(where, command)]))
     model = next(e for e in corpus if e.name == "mlp_stopped").proto
     old, new = _NON_UTF8_NAMES[where]
     data = model.SerializeToString().replace(old, new)
@@ -265,8 +272,9 @@ def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, comma
         result, bad = _run(forkserver, case, command, target="h2")
     else:
         argv = {"analyze": ["analyze", "model.onnx", "--static"],
-                "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")]}[command]
-        result = forkserver.run(argv, case.directory, watch=case.watch)
+                "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")],
+                "artifacts": ["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"]}[command]
+        result = forkserver.run(argv, case.directory, watch=case.watch, timeout=120, mem_mb=4096)
         bad, _ = judge(result, case, None)
     assert not bad, bad
 
