@@ -19,6 +19,7 @@ import onnx
 from .._flow import is_stop_gradient, node_label
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
 from ..errors import TrainingError
+from ..passes import validate_model
 from ..passes.remove import remove_in_place
 from . import _ort
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
@@ -156,6 +157,7 @@ def _stop_library() -> str | None:
 def _load_complete(model: ModelLike) -> onnx.ModelProto:
     """A private copy of the model with its external weights loaded (never modifies the input)."""
     proto, directory = load_model(model)
+    validate_model(proto)  # broken graphs and corrupt names: one line, before any weight is read
     proto = copy.deepcopy(proto)
     if directory is not None:
         try:

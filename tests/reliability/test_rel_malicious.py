@@ -249,6 +249,7 @@ _NON_UTF8_NAMES = {
     "initializer": (b"B\x02W2", b"B\x02\xfb2"),
 }
 
+
 @pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show", "artifacts"])
 @pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
 def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where) -> None:
@@ -365,9 +366,6 @@ def test_output_over_the_models_external_data_is_refused(forkserver, corpus, tmp
 
 
 @pytest.mark.training
-@pytest.mark.xfail(strict=True, reason=(
-    "onnx_stopgrad/training/_artifacts.py:162 _load_complete hands a non-UTF-8 initializer name "
-    "(bytes) of an external tensor to onnx's loader: TypeError 'Invoked with types: str, str, bytes, bool'"))
 def test_artifacts_external_tensor_with_non_utf8_name_is_one_line(forkserver, corpus, tmp_path) -> None:
     pytest.importorskip("onnxruntime.training")
     model, weights = _external_mlp(corpus, tmp_path)
