@@ -247,13 +247,21 @@ _NON_UTF8_NAMES = {
     "node": (b"stop1", b"st\xa9\xfbp"),
     "output": (b"\n\x01y", b"\n\x01\xfb"),
     "initializer": (b"B\x02W2", b"B\x02\xfb2"),
+    "producer": (b"reliability-corpus", b"reli\xc9bility-corpus"),
+}
+
+_UTF8_UNHANDLED = {
+    ("producer", "analyze"): "onnx_stopgrad/analysis/_shapes.py:129 _without_float_weights copies "
+    "producer_name/domain: UnicodeDecodeError when it is not UTF-8 (found by the campaign)",
 }
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show", "artifacts"])
 @pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
-def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where) -> None:
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where, request) -> None:
     """protobuf does not check proto2 strings when parsing: such names come back as bytes."""
+    if (where, command) in _UTF8_UNHANDLED:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=_UTF8_UNHANDLED[(where, command)]))
     if command == "artifacts":
         pytest.importorskip("onnxruntime.training")
     model = next(e for e in corpus if e.name == "mlp_stopped").proto
@@ -268,7 +276,9 @@ def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, comma
                 "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")],
                 "artifacts": ["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"]}[command]
         result = forkserver.run(argv, case.directory, watch=case.watch, timeout=120, mem_mb=4096)
-        bad, _ = judge(result, case, None)
+        written = {"analyze": None, "show": case.out_dir / "g.dot",
+                   "artifacts": case.out_dir / "art" / "training_model.onnx"}[command]
+        bad, _ = judge(result, case, written, onnx_output=command == "artifacts")
     assert not bad, bad
 
 
