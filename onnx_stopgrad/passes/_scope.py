@@ -128,10 +128,19 @@ def scan(model: onnx.ModelProto, watch: Collection[str]) -> Scope:
     watched = watch if isinstance(watch, (set, frozenset)) else set(watch)
     root = Scope(model.graph, "")
     try:
+        check_text(_model_texts(model))
         _scan_graph(root, watched, (), 0)
     except UnicodeDecodeError as exc:  # another protobuf backend may raise instead of giving bytes
         raise not_utf8_error() from exc
     return root
+
+
+def _model_texts(model: onnx.ModelProto) -> list[str]:
+    """The model-level strings other code copies or prints (producer, domains, metadata)."""
+    texts = [model.producer_name, model.producer_version, model.domain, model.doc_string]
+    texts.extend(o.domain for o in model.opset_import)
+    texts.extend(text for p in model.metadata_props for text in (p.key, p.value))
+    return texts
 
 
 def validate(model: onnx.ModelProto) -> None:

@@ -250,18 +250,11 @@ _NON_UTF8_NAMES = {
     "producer": (b"reliability-corpus", b"reli\xc9bility-corpus"),
 }
 
-_UTF8_UNHANDLED = {
-    ("producer", "analyze"): "onnx_stopgrad/analysis/_shapes.py:129 _without_float_weights copies "
-    "producer_name/domain: UnicodeDecodeError when it is not UTF-8 (found by the campaign)",
-}
-
 
 @pytest.mark.parametrize("command", [*COMMANDS, "analyze", "show", "artifacts"])
 @pytest.mark.parametrize("where", sorted(_NON_UTF8_NAMES))
-def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where, request) -> None:
+def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, command, where) -> None:
     """protobuf does not check proto2 strings when parsing: such names come back as bytes."""
-    if (where, command) in _UTF8_UNHANDLED:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=_UTF8_UNHANDLED[(where, command)]))
     if command == "artifacts":
         pytest.importorskip("onnxruntime.training")
     model = next(e for e in corpus if e.name == "mlp_stopped").proto
