@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S+)")
 _FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
+#: "<source file>:<line> <C++ signature>" prefixes of ORT's messages: noise to users.
+_CXX_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*)?")
+_MAX_MESSAGE = 240
 
 
 def ort_artifacts() -> Any:
@@ -76,4 +79,8 @@ def ort_error(exc: BaseException, action: str) -> TrainingError:
     check = _FAILED_CHECK.search(text)
     if check:  # "<file>:<line> <C++ signature> <condition> was false. <message>"
         text = check.group(2).strip() or f"internal check '{check.group(1).split(') ')[-1]}' failed"
+    text = _CXX_LOCATION.sub("", text).strip()
+    if len(text) > _MAX_MESSAGE:
+        log.info("ONNX Runtime's full message: %s", text)
+        text = text[:_MAX_MESSAGE].rstrip() + "... (-v shows ONNX Runtime's full message)"
     return TrainingError(f"ONNX Runtime could not {action}: {text}")
