@@ -45,7 +45,7 @@ demo: setup
 # runtime (the in-tree package, with the library built above, on PYTHONPATH).
 test: setup
 	ONNX_STOPGRAD_LARGE_TESTS=1 $(PY) -m pytest -q tests
-	PYTHONPATH=$(CURDIR) $(INFER_PY) -m pytest -q tests/op tests/rewrite
+	PYTHONPATH=$(CURDIR) $(INFER_PY) -m pytest -q tests/op tests/rewrite tests/reliability/test_rel_oplib.py
 
 test-fast: setup
 	$(PY) -m pytest -q -x tests
