@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._names import DOMAIN
@@ -18,8 +18,24 @@ __all__ = [
 ]
 
 
+def _json_ready(value: Any) -> Any:
+    """``value`` with tuples turned into lists, recursively (JSON has only lists)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    return value
+
+
+class _Fields:
+    """``to_dict()``: every dataclass field, by name, ready for JSON."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_ready(asdict(self))  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Insertion:
+class Insertion(_Fields):
     """One StopGradient now guarding ``tensor`` (new, or an existing one reused)."""
 
     tensor: str
@@ -29,27 +45,14 @@ class Insertion:
     graph: str = ""
     reused: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tensor": self.tensor,
-            "node": self.node,
-            "output": self.output,
-            "consumers": list(self.consumers),
-            "graph": self.graph,
-            "reused": self.reused,
-        }
-
 
 @dataclass(frozen=True)
-class Skipped:
+class Skipped(_Fields):
     """A requested tensor that needed no change, and why."""
 
     tensor: str
     reason: str
     graph: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tensor": self.tensor, "reason": self.reason, "graph": self.graph}
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,7 @@ class InsertReport:
         return bool(self.inserted)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "modified": self.modified,
-            "inserted": [item.to_dict() for item in self.inserted],
-            "skipped": [item.to_dict() for item in self.skipped],
-            "opset_added": self.opset_added,
-        }
+        return {"modified": self.modified, **_json_ready(asdict(self))}
 
     def summary(self) -> str:
         lines = []
@@ -88,7 +86,7 @@ class InsertReport:
 
 
 @dataclass(frozen=True)
-class Removal:
+class Removal(_Fields):
     """One StopGradient taken out (``as_identity``: replaced by an Identity)."""
 
     node: str
@@ -98,17 +96,6 @@ class Removal:
     graph: str = ""
     as_identity: bool = False
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "input": self.input,
-            "output": self.output,
-            "consumers": list(self.consumers),
-            "graph": self.graph,
-            "as_identity": self.as_identity,
-            "reason": self.reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -123,11 +110,7 @@ class RemoveReport:
         return bool(self.removed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "modified": self.modified,
-            "removed": [item.to_dict() for item in self.removed],
-            "opset_removed": self.opset_removed,
-        }
+        return {"modified": self.modified, **_json_ready(asdict(self))}
 
     def summary(self) -> str:
         lines = []
@@ -147,7 +130,7 @@ class RemoveReport:
 
 
 @dataclass(frozen=True)
-class StopGradientInfo:
+class StopGradientInfo(_Fields):
     """One StopGradient node: where it is and which nodes read its output."""
 
     node: str
@@ -155,15 +138,6 @@ class StopGradientInfo:
     output: str
     consumers: tuple[str, ...]
     graph: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "input": self.input,
-            "output": self.output,
-            "consumers": list(self.consumers),
-            "graph": self.graph,
-        }
 
 
 @dataclass(frozen=True)
