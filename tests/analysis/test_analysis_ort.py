@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import onnx
 import pytest
 from analysis_graphs import frozen_backbone, shared_weight
+from artifact_counts import backward_nodes
 
 from onnx_stopgrad._flow import is_stop_gradient, node_label
 from onnx_stopgrad.analysis import analyze
@@ -16,25 +16,11 @@ pytest.importorskip("onnxruntime.training", reason="needs onnxruntime-training (
 pytestmark = pytest.mark.training
 
 
-def _gradient_nodes(directory: Path) -> int:
-    """Nodes of training_model.onnx that compute no tensor of the eval model (forward and
-    loss nodes; ORT swaps some for training variants, e.g. Concat -> ConcatTraining) and are
-    not onnxblock's per-parameter accumulators: found by diffing, not by ORT's names."""
-    training = onnx.load(str(directory / "training_model.onnx"))
-    forward = onnx.load(str(directory / "eval_model.onnx"))
-    computed = {name for n in forward.graph.node for name in n.output}
-    return sum(
-        not computed.intersection(n.output) and n.op_type != "InPlaceAccumulatorV2"
-        for n in training.graph.node
-    )
-
-
 def concat_branches() -> onnx.ModelProto:
     """y = Concat(stop(relu(x2 @ W1)) @ W2, relu(x @ W1) @ W2): ORT makes the Concat a
     ConcatTraining while it builds gradients (a forward node, not a gradient node)."""
-    from onnx import TensorProto, helper
-
     from analysis_graphs import X, _init, _model, _stop
+    from onnx import TensorProto, helper
 
     mm = helper.make_node
     nodes = [
@@ -93,8 +79,8 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
         plain, requires_grad=params, loss=_sum_loss(len(model.graph.output)),
         optimizer=artifacts.OptimType.SGD, artifact_directory=tmp_path / "without",
     )  # fmt: skip
-    assert report.gradient_graph.with_stops == _gradient_nodes(tmp_path / "with")
-    assert report.gradient_graph.without_stops == _gradient_nodes(tmp_path / "without")
+    assert report.gradient_graph.with_stops == backward_nodes(tmp_path / "with")
+    assert report.gradient_graph.without_stops == backward_nodes(tmp_path / "without")
     assert report.gradient_graph.removed > 0
     # One definition of a gradient node: analyze and the artifacts count alike.
     assert (built.gradient_nodes, built.gradient_nodes_without_stops) == (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from artifact_counts import backward_nodes
 
-__all__ = ["torch_loss", "torch_run", "ort_run", "ORT_ADAMW", "backward_nodes", "ort_without_stops"]
+__all__ = ["torch_loss", "torch_run", "ort_run", "ORT_ADAMW", "ort_without_stops"]
 
 #: ORT 1.19's AdamW as generate_artifacts builds it (onnxblock.optim.AdamW defaults; the
 #: optimizer model's default learning rate). adam_mode=1: HF/transformers semantics.
@@ -73,22 +74,6 @@ def ort_run(directory, inputs, label, steps=3):
         optimizer.step()
         module.lazy_reset_grad()
     return first, {n: state.parameters[n].data.copy() for n in trainable}
-
-
-def backward_nodes(directory) -> int:
-    """Nodes of training_model.onnx that compute no tensor of the eval model (forward and
-    loss; ORT may swap a forward node for a training variant, e.g. ConcatTraining) and are
-    not onnxblock's per-parameter InPlaceAccumulatorV2: found by diffing the two models,
-    not by ORT's node names."""
-    import onnx
-
-    training = onnx.load(str(directory / "training_model.onnx"))
-    forward = onnx.load(str(directory / "eval_model.onnx"))
-    computed = {name for n in forward.graph.node for name in n.output}
-    return sum(
-        not computed.intersection(n.output) and n.op_type != "InPlaceAccumulatorV2"
-        for n in training.graph.node
-    )
 
 
 def ort_without_stops(model, requires_grad, loss, directory) -> int:
