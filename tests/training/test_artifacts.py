@@ -121,20 +121,26 @@ def _check_encoder_training(model, encoder, x, tmp_path, adjusted: list[str]) ->
         np.testing.assert_allclose(ort_params[name], expected, rtol=0, atol=1e-4, err_msg=name)
 
 
-def test_transformer_torchscript_export(tmp_path):
-    """LayerNormalization exported with one output: fixed, reported, and gradients right."""
-    encoder = _encoder()
+def _sharing(encoder, stop) -> torch.nn.Module:
+    """A module with ``encoder``'s layers whose forward stops the gradient with ``stop``."""
 
-    class Exported(torch.nn.Module):
+    class Sharing(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
 
         def forward(self, x):
-            return _Encoder.forward(self, x, stop=StopForExport.apply)
+            return _Encoder.forward(self, x, stop=stop)
+
+    return Sharing()
+
+
+def test_transformer_torchscript_export(tmp_path):
+    """LayerNormalization exported with one output: fixed, reported, and gradients right."""
+    encoder = _encoder()
 
     x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
-    model = export_torchscript(Exported().train(), (torch.from_numpy(x),), ["x"])
+    model = export_torchscript(_sharing(encoder, StopForExport.apply).train(), (torch.from_numpy(x),), ["x"])
     assert any(n.op_type == "LayerNormalization" and len(n.output) == 1 for n in model.graph.node)
     _check_encoder_training(model, encoder, x, tmp_path, ["LayerNormalization"])
 
@@ -146,18 +152,10 @@ def test_transformer_dynamo_export(tmp_path):
 
     encoder = _encoder()
 
-    class Detaching(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
-
-        def forward(self, x):
-            return _Encoder.forward(self, x, stop=detach)
-
     x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sg_torch.export(Detaching().train(), (torch.from_numpy(x),), tmp_path / "m.onnx",
+        sg_torch.export(_sharing(encoder, detach).train(), (torch.from_numpy(x),), tmp_path / "m.onnx",
                         input_names=["x"], dynamo=True, optimize=False)  # fmt: skip
     model = onnx.load(str(tmp_path / "m.onnx"))
     assert any(n.op_type == "CastLike" for n in model.graph.node)
@@ -168,16 +166,8 @@ def test_dropout_export_trains(tmp_path):
     """Attention dropout is exported with no mask output; ORT's DropoutGrad needs it."""
     encoder = _encoder(dropout=0.1)
 
-    class Exported(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.l1, self.l2, self.head = encoder.l1, encoder.l2, encoder.head
-
-        def forward(self, x):
-            return _Encoder.forward(self, x, stop=StopForExport.apply)
-
     x = np.random.default_rng(0).standard_normal((2, 5, 16)).astype(np.float32)
-    model = export_torchscript(Exported().train(), (torch.from_numpy(x),), ["x"])
+    model = export_torchscript(_sharing(encoder, StopForExport.apply).train(), (torch.from_numpy(x),), ["x"])
     report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
     assert any("Dropout" in line for line in report.adjustments)
     state, module, optimizer = load(tmp_path)
