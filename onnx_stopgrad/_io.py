@@ -191,13 +191,10 @@ def external_data_files(model: onnx.ModelProto) -> list[str]:
     return list(seen)
 
 
-def input_files(model: ModelLike) -> set[Path]:
-    """The files a model path stands for: the model and its external data (resolved)."""
-    if isinstance(model, onnx.ModelProto):
-        return set()
-    proto, directory = load_model(model)
-    assert directory is not None
-    return {Path(model).resolve(), *((directory / loc).resolve() for loc in external_data_files(proto))}
+def input_files(path: Path, model: onnx.ModelProto, directory: Path) -> set[Path]:
+    """The files the model at ``path`` (as loaded by :func:`load_model`) stands for: the
+    model file and its external data, resolved."""
+    return {path.resolve(), *((directory / loc).resolve() for loc in external_data_files(model))}
 
 
 def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:

@@ -92,7 +92,7 @@ def generate_artifacts(
     from ._choices import loss_type, optimizer_type
 
     loss, optimizer = loss_type(loss), optimizer_type(optimizer)
-    proto = _load_complete(model)
+    proto, sources = _load_complete(model)
     adjustments = apply_fixups(proto)
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
@@ -102,7 +102,7 @@ def generate_artifacts(
         custom_op_library = _stop_library()
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     written = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
-    refuse_overwriting([target / f"{prefix}{name}" for name in written], input_files(model))
+    refuse_overwriting([target / f"{prefix}{name}" for name in written], sources)
     staging = make_staging_dir(target)
     try:
         plan = _build(
@@ -154,17 +154,19 @@ def _stop_library() -> str | None:
         return None
 
 
-def _load_complete(model: ModelLike) -> onnx.ModelProto:
-    """A private copy of the model with its external weights loaded (never modifies the input)."""
+def _load_complete(model: ModelLike) -> tuple[onnx.ModelProto, set[Path]]:
+    """A private copy of the model with its external weights loaded (never modifies the
+    input), and the files it was read from (none for a ModelProto)."""
     proto, directory = load_model(model)
     validate_model(proto)  # broken graphs and corrupt names: one line, before any weight is read
+    sources = set() if directory is None else input_files(Path(model), proto, directory)  # type: ignore[arg-type]
     proto = copy.deepcopy(proto)
     if directory is not None:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(directory))
         except OSError as exc:
             raise TrainingError(f"cannot read the model's external weights ({exc})") from exc
-    return proto
+    return proto, sources
 
 
 def _build(
