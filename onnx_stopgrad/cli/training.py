@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from .._io import load_model
 from ..training._choices import LOSSES, OPTIMIZERS
 from . import main
 from ._options import json_option, model_argument
@@ -72,23 +71,12 @@ def artifacts(
     """
     from ..training import generate_artifacts
 
-    source: object = model
-    inserted: list[str] = []
-    if ats:
-        from .. import insert_stop_gradient
-
-        proto, directory = load_model(model)
-        if directory is not None:
-            import onnx
-
-            onnx.external_data_helper.load_external_data_for_model(proto, str(directory))
-        source, report = insert_stop_gradient(proto, list(ats))
-        inserted = [line for line in report.summary().splitlines() if line]
     target = output if output is not None else model.with_name(f"{model.stem}.artifacts")
     result = generate_artifacts(
-        source, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
-        loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix,
+        model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
+        loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
     )  # fmt: skip
+    inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
     if as_json:
         click.echo(json.dumps({

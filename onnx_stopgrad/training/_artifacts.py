@@ -54,6 +54,8 @@ class ArtifactsReport:
     #: The same count for the model with every stop removed (as ``remove_stop_gradient``
     #: does) and the parameters that then reach the loss trainable (None when not measured).
     gradient_nodes_without_stops: int | None
+    #: One line per StopGradient inserted from ``stop_at`` before the build.
+    inserted: tuple[str, ...] = ()
 
     @property
     def gradient_nodes_removed(self) -> int | None:
@@ -77,6 +79,7 @@ def generate_artifacts(
     nominal_checkpoint: bool = False,
     loss_input_names: Sequence[str] | None = None,
     *,
+    stop_at: Sequence[str] = (),
     measure_removed: bool = True,
 ) -> ArtifactsReport:
     """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
@@ -86,13 +89,20 @@ def generate_artifacts(
     created; its files appear only once all of them are built. ``measure_removed``
     builds the gradient graph a second time, without the stops, to count what they saved.
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
-    ``"mse"`` / ``"adamw"``.
+    ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
+    (into the private copy; the input model is never changed).
     """
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
 
     loss, optimizer = loss_type(loss), optimizer_type(optimizer)
     proto, sources = _load_complete(model)
+    inserted: tuple[str, ...] = ()
+    if stop_at:
+        from ..passes import insert_in_place
+
+        insert_report = insert_in_place(proto, list(stop_at))
+        inserted = tuple(line for line in insert_report.summary().splitlines() if line)
     adjustments = apply_fixups(proto)
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
@@ -138,6 +148,7 @@ def generate_artifacts(
         adjustments=tuple(adjustments),
         gradient_nodes=gradient_nodes,
         gradient_nodes_without_stops=without,
+        inserted=inserted,
     )
 
 

@@ -105,3 +105,15 @@ def test_train_names_the_missing_arrays(plain_model, tmp_path):
     result = CliRunner().invoke(main, ["train", str(tmp_path / "a"), "--data", str(data)])
     assert result.exit_code == 1
     assert "no array named x, labels" in result.output and "Traceback" not in result.output
+
+
+def test_artifacts_with_at_never_overwrites_the_input(plain_model, tmp_path):
+    """`artifacts training_model.onnx -o . --at T` once replaced the input model."""
+    model = tmp_path / "training_model.onnx"
+    plain_model.rename(model)
+    before = model.read_bytes()
+    result = CliRunner().invoke(main, ["artifacts", str(model), "-o", str(tmp_path), "--loss", "mse", "--at", STOP_AT])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "would overwrite an input" in result.output
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training_model.onnx"]
