@@ -217,12 +217,14 @@ def _build(
             break
         except Exception as exc:  # ORT raises RuntimeError, Fail, LookupError, ...
             name = _ort.unreachable_param(exc)
-            if not plan.derived or name not in plan.trainable or len(plan.trainable) == 1:
+            if not plan.derived or name not in plan.trainable:
                 raise _ort.ort_error(exc, "build the gradient graph") from exc
             log.info("ORT cannot differentiate %s: treating it as a constant", name)
             plan = ParameterPlan(
                 tuple(p for p in plan.trainable if p != name), plan.frozen, True, (*plan.constants, name)
             )
+            if not plan.trainable:
+                log.warning("nothing trains: ONNX Runtime cannot differentiate the parameters that reach the loss")
     model_outputs = json.dumps([o.name for o in proto.graph.output] + additional_output_names)
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"

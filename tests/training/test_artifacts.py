@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import warnings
 
 import numpy as np
@@ -15,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import onnx  # noqa: E402
 from training_cases import CASES, StopForExport, by_helper, detach, export_torchscript  # noqa: E402
-from training_reference import ort_run, torch_run  # noqa: E402
+from training_reference import assert_same_artifacts, ort_run, torch_run  # noqa: E402
 
 from onnx_stopgrad import DOMAIN, OP_TYPE  # noqa: E402
 from onnx_stopgrad.errors import ModelLoadError, TensorNotFoundError, TrainingError  # noqa: E402
@@ -42,18 +41,12 @@ def _backbone(stop: bool = True) -> onnx.ModelProto:
     return model
 
 
-def _unnumbered(graph: onnx.GraphProto) -> str:
-    """The graph as text, without the process-wide counters onnxblock puts in new names."""
-    return re.sub(r"::\d+", "::#", str(graph))
-
-
 def _files(directory) -> list[str]:
     return sorted(os.listdir(directory))
 
 
 def test_without_stops_same_artifacts_as_ort(tmp_path):
     from onnxruntime.training import artifacts
-    from onnxruntime.training.api import CheckpointState
 
     model = _backbone(stop=False)
     ours = generate_artifacts(
@@ -67,17 +60,7 @@ def test_without_stops_same_artifacts_as_ort(tmp_path):
         plain, requires_grad=list(ours.trainable), loss=artifacts.LossType.CrossEntropyLoss,
         optimizer=artifacts.OptimType.AdamW, artifact_directory=tmp_path / "ort",
     )  # fmt: skip
-    assert _files(tmp_path / "ours") == _files(tmp_path / "ort")
-    for name in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx"):
-        mine, theirs = (onnx.load(str(tmp_path / d / name)) for d in ("ours", "ort"))
-        assert _unnumbered(mine.graph) == _unnumbered(theirs.graph), name
-        assert mine.ir_version <= 10
-    states = [CheckpointState.load_checkpoint(str(tmp_path / d / "checkpoint")) for d in ("ours", "ort")]
-    params = [{name: (p.data, p.requires_grad) for name, p in s.parameters} for s in states]
-    assert params[0].keys() == params[1].keys()
-    for name, (data, requires_grad) in params[0].items():
-        np.testing.assert_array_equal(data, params[1][name][0])
-        assert requires_grad == params[1][name][1]
+    assert_same_artifacts(tmp_path / "ours", tmp_path / "ort")
 
 
 class _Encoder(torch.nn.Module):
@@ -202,9 +185,7 @@ def test_user_lists(tmp_path):
         ({"requires_grad": ["nope"]}, TensorNotFoundError, ["'nope'"]),
         ({"frozen_params": ["nope"]}, TensorNotFoundError, ["'nope'"]),
         ({"requires_grad": ["head.bias"], "frozen_params": ["head.bias"]}, TrainingError, ["both"]),
-        ({"frozen_params": ["head.bias", "head.weight"]}, TrainingError, ["nothing to train"]),
         ({"loss": "hinge"}, TrainingError, ["hinge", "mse"]),
-        ({"requires_grad": []}, TrainingError, ["empty"]),
     ],
 )
 def test_user_errors_leave_nothing(tmp_path, kwargs, error, words):
@@ -395,8 +376,8 @@ def test_constants_ort_cannot_differentiate_are_not_trained(op, tmp_path):
         np.testing.assert_allclose(grads[name], tensors[name].grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_only_constants_reach_the_loss(tmp_path):
-    """y = x ** p: the one float initializer is an exponent, so nothing can train."""
+def test_only_constants_reach_the_loss(tmp_path, caplog):
+    """y = x ** p: the one float initializer is an exponent, so nothing trains (a warning, as ORT builds)."""
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Pow", ["x", "p"], ["y"])], "pow",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
@@ -404,6 +385,6 @@ def test_only_constants_reach_the_loss(tmp_path):
         [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "p")],
     )  # fmt: skip
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    with pytest.raises(TrainingError, match="only through inputs ONNX Runtime does not differentiate"):
-        generate_artifacts(model, loss="mse", artifact_directory=tmp_path / "a")
-    assert _files(tmp_path) == []
+    with caplog.at_level("WARNING", logger="onnx_stopgrad"):
+        report = generate_artifacts(model, loss="mse", artifact_directory=tmp_path / "a")
+    assert report.trainable == () and "only through inputs ONNX Runtime does not differentiate" in caplog.text
