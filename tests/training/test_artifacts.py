@@ -388,3 +388,13 @@ def test_only_constants_reach_the_loss(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="onnx_stopgrad"):
         report = generate_artifacts(model, loss="mse", artifact_directory=tmp_path / "a")
     assert report.trainable == () and "only through inputs ONNX Runtime does not differentiate" in caplog.text
+
+
+def test_artifact_folder_gets_the_users_umask(tmp_path):
+    """ORT's own artifact folder is made with the umask (0755 under 022), not mkdtemp's 0700."""
+    old = os.umask(0o027)
+    try:
+        generate_artifacts(_backbone(), loss="crossentropy", artifact_directory=tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
