@@ -1,0 +1,58 @@
+"""The BatchNormalization/Dropout step of ``generate_artifacts``: plan, protect, rewrite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx
+
+from ..errors import TrainingError
+from ._mode_rewrite import ModeRewrite, apply_modes
+from ._modes import NodeMode, plan_modes, running_statistics
+from ._params import ParameterPlan
+
+__all__ = ["mode_adjustments", "prepare_modes"]
+
+
+def prepare_modes(
+    model: onnx.ModelProto, plan: ParameterPlan, targets: Sequence[str], batchnorm: str, dropout: str
+) -> tuple[list[NodeMode], ParameterPlan, ModeRewrite]:
+    """Decide every node's mode, rewrite ``model`` in place, and make the running
+    statistics frozen parameters (never trained; in the checkpoint, so they can update)."""
+    stats = running_statistics(model)
+    trained = [name for name in stats if name in plan.trainable]
+    if trained and not plan.derived:
+        raise TrainingError(
+            f"{trained[0]!r} is a BatchNormalization running statistic: it is never trained; "
+            "remove it from requires_grad"
+        )
+    modes = plan_modes(model, plan.trainable, targets, batchnorm, dropout)
+    rewrite = apply_modes(model, modes)
+    if stats:
+        plan = ParameterPlan(
+            tuple(p for p in plan.trainable if p not in stats),
+            tuple(dict.fromkeys([*plan.frozen, *stats])),
+            plan.derived,
+            tuple(p for p in plan.constants if p not in stats),
+        )
+    return modes, plan, rewrite
+
+
+def mode_adjustments(modes: Sequence[NodeMode], rewrite: ModeRewrite) -> list[str]:
+    """Report lines: how many nodes run in which mode, and what updates running statistics."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for mode in modes:
+        key = (mode.op_type, mode.region, mode.mode)
+        counts[key] = counts.get(key, 0) + 1
+    lines = []
+    for (op_type, region, run), count in counts.items():
+        where = "behind the stops" if region == "frozen" else "in the trainable region"
+        what = {"train": "training", "eval": "inference"}[run]
+        lines.append(f"{count} {op_type} node(s) {where} run in {what} mode")
+    if rewrite.updates:
+        lines.append(
+            f"{len(rewrite.updates)} running statistic(s) update after each step: the training model "
+            "returns them after the loss; fit/`train` copy them into the checkpoint (a loop of your "
+            "own: RunningStatistics.update)"
+        )
+    return lines
