@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .._flow import node_reads
 from ..errors import TrainingError
 from ._modes import NodeMode
 from ._surgery import _keep, toposort
@@ -62,7 +63,16 @@ class ModeRewrite:
         _keep(graph.output, lambda o: o.name not in self.updates)
         for original, _ in self.batchnorms:
             graph.node.append(_inference_batchnorm(original))
+        _drop_unread_constants(graph)
         toposort(graph)
+
+
+def _drop_unread_constants(graph: onnx.GraphProto) -> None:
+    """Remove the constants nothing reads any more (a switched-off Dropout's training_mode),
+    which ONNX Runtime would otherwise warn about when it loads the eval model."""
+    read = {name for node in graph.node for name in node_reads(node)} | {o.name for o in graph.output}
+    _keep(graph.node, lambda n: not (n.op_type == "Constant" and n.output[0] not in read))
+    _keep(graph.initializer, lambda t: t.name in read)
 
 
 def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:

@@ -10,7 +10,7 @@ region a node runs in the mode it was exported in, unless an override says other
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -25,6 +25,8 @@ __all__ = [
     "DROPOUT_MODES",
     "NodeMode",
     "exported_mode",
+    "mode_dict",
+    "mode_lines",
     "plan_modes",
     "running_statistics",
 ]
@@ -174,3 +176,21 @@ def _named(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
     named.CopyFrom(tensor)
     named.name = name
     return named
+
+
+def mode_dict(mode: NodeMode) -> dict[str, object]:
+    """``mode`` as JSON-ready fields (the CLI's ``--json`` output)."""
+    return {"node": mode.node, "op_type": mode.op_type, "exported": mode.exported, "mode": mode.mode,
+            "region": mode.region}  # fmt: skip
+
+
+def mode_lines(modes: Sequence[NodeMode], names: Callable[[tuple[str, ...]], str]) -> list[str]:
+    """One line per op type, mode and region, e.g. ``BatchNormalization eval, frozen (6): ...``;
+    ``names`` shortens a list of node names."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for mode in modes:
+        groups.setdefault((mode.op_type, mode.mode, mode.region), []).append(mode.node)
+    return [
+        f"{op_type} {mode}, {region} ({len(nodes)}): {names(tuple(nodes))}"
+        for (op_type, mode, region), nodes in groups.items()
+    ]
