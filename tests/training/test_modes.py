@@ -20,75 +20,14 @@ pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
 import onnx
+from mode_reference import data, ort_steps, relative, set_modes, torch_steps
 from realarch_models import MobileNetish, ResNetish, export, perturb
-from training_reference import ORT_ADAMW, _adamw_hf_step
 
-from onnx_stopgrad.training import RunningStatistics, export_for_inference, generate_artifacts, load
+from onnx_stopgrad.training import export_for_inference, generate_artifacts
 
 pytestmark = pytest.mark.training
 
 MODELS = {"resnet": ResNetish, "mobilenet": MobileNetish}
-
-
-def _relative(actual: np.ndarray, expected: np.ndarray, floor: float) -> float:
-    """Largest error relative to the largest expected entry (at least ``floor``)."""
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), floor))
-
-
-def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((4, 3, 16, 16)).astype(np.float32), rng.integers(0, 5, 4).astype(np.int64)
-
-
-def _set_modes(module, head_training: bool):
-    """The backbone in eval mode, the head (everything after the stop) as given."""
-    module.train(head_training)
-    for name in module.backbone:
-        module.get_submodule(name).eval()
-    return module
-
-
-def _torch_steps(module, x, label, trainable, steps):
-    """Loss and gradients of the first step; weights and buffers after ``steps`` AdamW
-    steps; all in float64."""
-    module = module.double()
-    params = dict(module.named_parameters())
-    for name, p in params.items():
-        p.requires_grad_(name in trainable)
-    state: dict = {}
-    first = None
-    for step in range(1, steps + 1):
-        for p in params.values():
-            p.grad = None
-        loss = torch.nn.functional.cross_entropy(
-            module(torch.from_numpy(x).double()), torch.from_numpy(label)
-        )
-        loss.backward()
-        grads = {n: params[n].grad.detach().clone() for n in trainable}
-        if first is None:
-            first = (loss.item(), {n: g.numpy() for n, g in grads.items()})
-        with torch.no_grad():
-            _adamw_hf_step({n: params[n] for n in trainable}, grads, state, step, **ORT_ADAMW)
-    return first, {n: t.detach().numpy().copy() for n, t in module.state_dict().items()}
-
-
-def _ort_steps(directory, x, label, steps):
-    """The same with the artifacts; running statistics copied back after every step."""
-    state, module, optimizer = load(directory)
-    running = RunningStatistics.of(directory)
-    module.train()
-    first = None
-    for _ in range(steps):
-        outputs = module(x, label)
-        running.update(state, module, outputs)
-        loss = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-        if first is None:
-            grads = {n: p.grad.copy() for n, p in state.parameters if p.requires_grad}
-            first = (float(np.asarray(loss)), grads)
-        optimizer.step()
-        module.lazy_reset_grad()
-    state.save_checkpoint(state, str(directory / "checkpoint"), include_optimizer_state=False)
-    return first, state
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -99,8 +38,8 @@ def test_frozen_backbone_trains_as_pytorch(name, exported, steps, tmp_path):
     module = perturb(MODELS[name]())
     if name == "mobilenet":
         module.classifier[2].p = 0.0  # Dropout in train mode is random: exactness needs p=0
-    x, label = _data()
-    _set_modes(module, head_training=exported == "train")
+    x, label = data()
+    set_modes(module, head_training=exported == "train")
     model = export(module, x)
     initial = {t.name: onnx.numpy_helper.to_array(t).copy() for t in model.graph.initializer}
     report = generate_artifacts(model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path)
@@ -112,8 +51,8 @@ def test_frozen_backbone_trains_as_pytorch(name, exported, steps, tmp_path):
     expected_trainable = {n for n, _ in module.named_parameters() if not n.startswith(backbone)}
     assert set(report.trainable) == expected_trainable
 
-    (ort_loss, ort_grads), _ = _ort_steps(tmp_path, x, label, steps)
-    (ref_loss, ref_grads), ref_after = _torch_steps(copy.deepcopy(module), x, label, report.trainable, steps)
+    (ort_loss, ort_grads), _ = ort_steps(tmp_path, x, label, steps)
+    (ref_loss, ref_grads), ref_after = torch_steps(copy.deepcopy(module), x, label, report.trainable, steps)
 
     assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
     assert set(ort_grads) == expected_trainable
@@ -121,7 +60,7 @@ def test_frozen_backbone_trains_as_pytorch(name, exported, steps, tmp_path):
     # BatchNorm removes) is compared relative to 1e-3 of the largest gradient instead.
     floor = 1e-3 * max(float(np.abs(g).max()) for g in ref_grads.values())
     for grad_name, expected in ref_grads.items():
-        assert _relative(ort_grads[grad_name], expected, floor) <= 1e-5, grad_name
+        assert relative(ort_grads[grad_name], expected, floor) <= 1e-5, grad_name
 
     from onnxruntime.training.api import CheckpointState
 
@@ -145,11 +84,11 @@ def test_frozen_backbone_trains_as_pytorch(name, exported, steps, tmp_path):
 def test_exported_model_has_the_trained_statistics(tmp_path):
     """export_for_inference after training in train mode equals PyTorch's model.eval()."""
     torch.manual_seed(0)
-    module = _set_modes(perturb(ResNetish()), head_training=True)
-    x, label = _data()
+    module = set_modes(perturb(ResNetish()), head_training=True)
+    x, label = data()
     model = export(module, x)
     generate_artifacts(model, loss="crossentropy", optimizer="sgd", artifact_directory=tmp_path / "a")
-    _, state = _ort_steps(tmp_path / "a", x, label, steps=2)
+    _, state = ort_steps(tmp_path / "a", x, label, steps=2)
     path = export_for_inference(tmp_path / "a", tmp_path / "out.onnx", state=state, keep_stops=False)
     exported = onnx.load(str(path))
     assert [n.output[:] for n in exported.graph.node if n.op_type == "BatchNormalization"]
