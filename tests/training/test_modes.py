@@ -106,3 +106,41 @@ def test_exported_model_has_the_trained_statistics(tmp_path):
     assert stats and not any(
         np.array_equal(state.parameters[n].data, module.state_dict()[n].numpy()) for n in stats
     )
+
+
+def test_dynamo_export(tmp_path):
+    """torch.onnx.export(dynamo=True, optimize=False) writes BatchNormalization without a
+    training_mode attribute (inference mode); stopped with ``stop_at`` at the tensor the
+    module detaches, three steps match PyTorch with the whole model in eval mode."""
+    import warnings
+
+    torch.manual_seed(0)
+    module = perturb(ResNetish()).eval()
+    x, label = data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (torch.from_numpy(x),), dynamo=True, optimize=False, verbose=False
+        )
+    model = program.model_proto
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[1] == "layer3.conv1.weight")
+    report = generate_artifacts(
+        model, loss="crossentropy", optimizer="adamw", artifact_directory=tmp_path, stop_at=[conv.input[0]]
+    )
+    assert [m.region for m in report.modes].count("frozen") == 6
+    assert {m.mode for m in report.modes} == {"eval"}
+    (ort_loss, ort_grads), state = ort_steps(tmp_path, x, label, steps=3)
+    (ref_loss, ref_grads), ref_after = torch_steps(copy.deepcopy(module), x, label, report.trainable, steps=3)
+    assert abs(ort_loss - ref_loss) <= 1e-5 * abs(ref_loss)
+    assert (
+        set(ort_grads)
+        == set(ref_grads)
+        == {n for n, _ in module.named_parameters() if n.startswith(("layer3.", "fc."))}
+    )
+    for name, expected in ref_grads.items():
+        assert relative(ort_grads[name], expected, 1e-12) <= 1e-5, name
+    for name, param in state.parameters:
+        if "running" in name:
+            assert np.array_equal(param.data, module.state_dict()[name].numpy()), name
+        elif param.requires_grad:
+            np.testing.assert_allclose(param.data, ref_after[name], rtol=0, atol=1e-4, err_msg=name)
