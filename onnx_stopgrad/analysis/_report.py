@@ -227,9 +227,9 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         groups: dict[tuple[str, str, str], list[str]] = {}
         for m in r.modes:
             groups.setdefault((m.op_type, m.mode, m.region), []).append(m.name)
-        for (op_type, mode, region), names in groups.items():
-            more = f", ... and {len(names) - limit} more" if len(names) > limit else ""
-            lines.append(f"  {op_type} {mode}, {region} ({len(names)}): {', '.join(names[:limit])}{more}")
+        for (op_type, mode, region), nodes in groups.items():
+            more = f", ... and {len(nodes) - limit} more" if len(nodes) > limit else ""
+            lines.append(f"  {op_type} {mode}, {region} ({len(nodes)}): {', '.join(nodes[:limit])}{more}")
     for warning in r.warnings:
         lines.append(f"warning: {warning}")
     return lines
