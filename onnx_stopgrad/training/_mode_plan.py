@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import onnx
@@ -12,6 +13,8 @@ from ._modes import NodeMode, plan_modes, running_statistics
 from ._params import ParameterPlan
 
 __all__ = ["mode_adjustments", "prepare_modes"]
+
+log = logging.getLogger(__name__)
 
 
 def prepare_modes(
@@ -55,4 +58,11 @@ def mode_adjustments(modes: Sequence[NodeMode], rewrite: ModeRewrite) -> list[st
             "returns them after the loss; fit/`train` copy them into the checkpoint (a loop of your "
             "own: RunningStatistics.update)"
         )
+    if rewrite.fixed_statistics:
+        line = (
+            f"{len(rewrite.fixed_statistics)} running statistic(s) of training-mode BatchNorm nodes are "
+            f"computed in the graph, not stored ({rewrite.fixed_statistics[0]}, ...): they cannot update"
+        )
+        log.warning("%s", line)
+        lines.append(line)
     return lines

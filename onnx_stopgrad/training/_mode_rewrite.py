@@ -48,6 +48,8 @@ class ModeRewrite:
     updates: dict[str, str] = field(default_factory=dict)
     #: Original BatchNormalization nodes and the names of the nodes that replaced each.
     batchnorms: list[tuple[onnx.NodeProto, set[str]]] = field(default_factory=list)
+    #: Running statistics of training-mode nodes that are no initializer (so cannot update).
+    fixed_statistics: list[str] = field(default_factory=list)
 
     def finish_training(self, model: onnx.ModelProto) -> None:
         """Record which outputs update which running statistic (for :mod:`._running`)."""
@@ -90,7 +92,7 @@ def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
     new_nodes: dict[int, list[onnx.NodeProto]] = {}
     for mode in modes:
         node = graph.node[mode.index]
-        builder = _Builder(f"{_PREFIX}/{mode.node}", taken)
+        builder = _Builder(f"{_PREFIX}/{mode.node.lstrip('/')}", taken)
         if mode.op_type == "Dropout":
             new_nodes[mode.index] = _dropout(node, mode.mode, builder, consumed)
             continue
@@ -107,6 +109,8 @@ def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
             for param, output in batchnorm.updates.items():
                 if param in initializers:
                     rewrite.updates[output] = param
+                else:
+                    rewrite.fixed_statistics.append(param)
         rewrite.batchnorms.append((copy.deepcopy(node), {n.name for n in nodes}))
         new_nodes[mode.index] = nodes
     kept = []
@@ -125,10 +129,12 @@ class _Builder:
         self.nodes: list[onnx.NodeProto] = []
         self._count = 0
 
-    def name(self, hint: str) -> str:
-        candidate, index = f"{self.prefix}/{hint}", 1
+    def name(self, hint: str, prefixed: bool = True) -> str:
+        """A new tensor name: ``<prefix>/<hint>`` (or ``hint`` alone), made unique."""
+        base = f"{self.prefix}/{hint}" if prefixed else hint
+        candidate, index = base, 1
         while candidate in self.taken:
-            candidate, index = f"{self.prefix}/{hint}_{index}", index + 1
+            candidate, index = f"{base}_{index}", index + 1
         self.taken.add(candidate)
         return candidate
 
@@ -254,7 +260,7 @@ class _BatchNorm:
             (mean, b.op("Reshape", [batch_mean, flat]), outputs[0]),
             (var, unbiased, outputs[1]),
         ):
-            name = output if output and output in consumed else b.name(f"{param}.updated")
+            name = output if output and output in consumed else b.name(f"{param}.updated", prefixed=False)
             b.op("Add", [b.op("Mul", [param, keep]), b.op("Mul", [batch, take])], name)
             self.updates[param] = name
 
