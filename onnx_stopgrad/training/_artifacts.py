@@ -25,9 +25,9 @@ from . import _ort
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
+from ._mode_plan import mode_adjustments, prepare_modes
 from ._mode_rewrite import ModeRewrite
 from ._modes import NodeMode
-from ._mode_plan import mode_adjustments, prepare_modes
 from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
@@ -218,6 +218,7 @@ def _build(
     detached, stops = detach_stops(proto)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
+    extra_outputs = additional_output_names + temporary + list(rewrite.updates)
     for _ in range(_MAX_CONSTANT_RETRIES):
         try:
             with _ort.quiet_ort():
@@ -228,7 +229,7 @@ def _build(
                     artifact_directory=staging,
                     prefix=prefix,
                     custom_op_library=custom_op_library,
-                    additional_output_names=(additional_output_names + temporary + list(rewrite.updates)) or None,
+                    additional_output_names=extra_outputs or None,
                     **{key: copy.deepcopy(value) for key, value in ort_options.items()},
                 )
             break
