@@ -3,19 +3,24 @@
 ORT 1.19 has no gradient builder for either (MobileNetV3 uses both), but it has one for
 Clip, Mul and Add: ``HardSigmoid(x) = Clip(alpha * x + beta, 0, 1)`` and
 ``HardSwish(x) = x * HardSigmoid(x)`` with alpha 1/6, beta 0.5 (the ONNX definitions).
+The last node of each replacement carries the original node (in its doc_string), so
+:func:`restore_hard_activations` puts it back into the eval model.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["decompose_hard_activations"]
+__all__ = ["decompose_hard_activations", "restore_hard_activations"]
 
 _OPS = ("HardSigmoid", "HardSwish")
+_MARK = "onnx_stopgrad.decomposed:"  # doc_string prefix: JSON {"prefix", "node" (base64)}
 
 
 def decompose_hard_activations(model: onnx.ModelProto) -> list[str]:
@@ -76,7 +81,33 @@ def _decompose(node: onnx.NodeProto, label: str, dtype: np.dtype, opset: int) ->
         gate = op("Clip", [linear], hard_sigmoid_out, min=0.0, max=1.0)
     if node.op_type == "HardSwish":
         op("Mul", [x, gate], node.output[0])
+    original = base64.b64encode(node.SerializeToString()).decode()
+    nodes[-1].doc_string = _MARK + json.dumps({"prefix": f"{prefix}/", "node": original})
     return nodes
+
+
+def restore_hard_activations(model: onnx.ModelProto) -> int:
+    """Put back the nodes :func:`decompose_hard_activations` replaced; returns how many."""
+    graph = model.graph
+    originals: dict[str, onnx.NodeProto] = {}  # prefix -> node
+    for node in graph.node:
+        if node.doc_string.startswith(_MARK):
+            record = json.loads(node.doc_string[len(_MARK) :])
+            original = onnx.NodeProto()
+            original.ParseFromString(base64.b64decode(record["node"]))
+            originals[record["prefix"]] = original
+    if not originals:
+        return 0
+    kept: list[onnx.NodeProto] = []
+    for node in graph.node:
+        prefix = next((p for p in originals if node.name.startswith(p)), None)
+        if prefix is None:
+            kept.append(node)
+        elif node.doc_string.startswith(_MARK):  # the last node: the original goes here
+            kept.append(originals[prefix])
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(originals)
 
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:

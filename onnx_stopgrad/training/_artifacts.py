@@ -22,6 +22,7 @@ from ..errors import TrainingError
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
 from . import _ort
+from ._activations import restore_hard_activations
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
@@ -121,7 +122,7 @@ def generate_artifacts(
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
     modes, plan, rewrite = prepare_modes(proto, plan, targets, batchnorm, dropout)
-    adjustments.extend(mode_adjustments(modes, rewrite))
+    adjustments.extend(mode_adjustments(rewrite))
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
     if custom_op_library is None and stops:
         custom_op_library = _stop_library()
@@ -250,6 +251,7 @@ def _build(
             rewrite.finish_training(built)
         else:
             rewrite.finish_eval(built)
+            restore_hard_activations(built)
         cap_ir_version(built)
         if kind == "eval":  # what export_for_inference keeps
             _keep_props(built.metadata_props, lambda p: p.key != OUTPUTS_METADATA_KEY)

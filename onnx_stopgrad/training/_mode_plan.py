@@ -41,17 +41,9 @@ def prepare_modes(
     return modes, plan, rewrite
 
 
-def mode_adjustments(modes: Sequence[NodeMode], rewrite: ModeRewrite) -> list[str]:
-    """Report lines: how many nodes run in which mode, and what updates running statistics."""
-    counts: dict[tuple[str, str, str], int] = {}
-    for mode in modes:
-        key = (mode.op_type, mode.region, mode.mode)
-        counts[key] = counts.get(key, 0) + 1
+def mode_adjustments(rewrite: ModeRewrite) -> list[str]:
+    """Report lines about running statistics (the modes themselves are ``report.modes``)."""
     lines = []
-    for (op_type, region, run), count in counts.items():
-        where = "behind the stops" if region == "frozen" else "in the trainable region"
-        what = {"train": "training", "eval": "inference"}[run]
-        lines.append(f"{count} {op_type} node(s) {where} run in {what} mode")
     if rewrite.updates:
         lines.append(
             f"{len(rewrite.updates)} running statistic(s) update after each step: the training model "

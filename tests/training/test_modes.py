@@ -144,3 +144,33 @@ def test_dynamo_export(tmp_path):
             assert np.array_equal(param.data, module.state_dict()[name].numpy()), name
         elif param.requires_grad:
             np.testing.assert_allclose(param.data, ref_after[name], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_untrained_export_is_the_source_model(tmp_path):
+    """Before any step, export_for_inference of an eval export gives back the source model's
+    nodes (BatchNorm and HardSwish/HardSigmoid restored) and, run by ONNX Runtime, its
+    outputs bit for bit."""
+    import onnxruntime as ort
+
+    from onnx_stopgrad import session_options
+
+    torch.manual_seed(0)
+    module = perturb(MobileNetish()).eval()
+    x, _ = data()
+    model = export(module, x)
+    model.ir_version = 10
+    generate_artifacts(model, loss="crossentropy", optimizer="sgd", artifact_directory=tmp_path / "a")
+    path = export_for_inference(tmp_path / "a", tmp_path / "out.onnx")
+    exported = onnx.load(str(path))
+
+    def op_types(m: onnx.ModelProto) -> list[str]:
+        return sorted(n.op_type for n in m.graph.node if n.op_type not in ("Constant", "Identity"))
+
+    assert op_types(exported) == op_types(model)
+    runs = []
+    for candidate in (model, exported):
+        session = ort.InferenceSession(
+            candidate.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+        )
+        runs.append(session.run(None, {"x": x})[0])
+    assert np.array_equal(runs[0], runs[1])
