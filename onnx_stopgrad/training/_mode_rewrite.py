@@ -1,16 +1,16 @@
 """Make the training graph run each BatchNormalization/Dropout in its planned mode.
 
-ONNX Runtime 1.19 turns every ``BatchNormalization`` it differentiates into
-``com.microsoft::BatchNormInternal`` in training mode, whatever the model says (its
-``BatchNormReplacement`` rule, applied before the gradient graph is built). So before the
-build each BatchNormalization is written as the plain ops it computes, which ORT
-differentiates as they are:
+ONNX Runtime 1.19 turns every ``BatchNormalization`` into ``com.microsoft::BatchNormInternal``
+in training mode, whatever the model says (its ``BatchNormReplacement`` rule, run on the
+whole graph before the gradient graph is built), and that kernel updates the running
+statistics it reads in place, with the biased batch variance. So, before the build:
 
-* eval: ``(x - mean) * scale / sqrt(var + eps) + B`` with the running statistics;
-* train: the same with the batch's mean and (biased) variance; the updated running
-  statistics (``momentum * running + (1 - momentum) * batch``, the batch variance made
-  unbiased as PyTorch does) become extra outputs of the training model, which
-  :mod:`._running` copies into the checkpoint after every step.
+* eval: the node is written as the plain ops it computes,
+  ``(x - mean) * (scale / sqrt(var + eps)) + B``, which ORT differentiates as they are;
+* train: the node stays (ORT's kernel and exact gradient) but reads copies of its running
+  statistics; beside it, plain ops compute the updates PyTorch makes
+  (``momentum * running + (1 - momentum) * batch``, the batch variance made unbiased),
+  extra outputs of the training model that :mod:`._running` copies into the checkpoint.
 
 Dropout in eval mode becomes an Identity; in train mode its ``training_mode`` input is a
 constant true. The eval model gets the original BatchNormalization back, in inference
@@ -171,14 +171,8 @@ class _BatchNorm:
     def __init__(
         self, node: onnx.NodeProto, mode: NodeMode, rank: int, dtype: np.dtype, opset: int, builder: _Builder
     ) -> None:
-        self.node, self.mode, self.rank, self.dtype, self.opset, self.b = (
-            node,
-            mode,
-            rank,
-            dtype,
-            opset,
-            builder,
-        )
+        self.node, self.mode, self.rank, self.opset = node, mode, rank, opset
+        self.dtype, self.b = dtype, builder
         attrs = {a.name: a for a in node.attribute}
         self.epsilon = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
         self.momentum = attrs["momentum"].f if "momentum" in attrs else 0.9
@@ -193,11 +187,12 @@ class _BatchNorm:
         return self.b.op("Reshape", [name, shape])
 
     def _refuse_extra_outputs(self, consumed: set[str]) -> None:
+        """The optional outputs of a training-mode export are for the exporter, not the graph."""
         used = [o for o in self.node.output[1:] if o and o in consumed]
         if used:
             raise TrainingError(
-                f"BatchNormalization {self.mode.node!r} runs in eval mode, but the graph reads its "
-                f"running-statistics output {used[0]!r}; pass batchnorm='train' (CLI: --batchnorm train)"
+                f"the graph reads {used[0]!r}, a running-statistics output of BatchNormalization "
+                f"{self.mode.node!r}; onnx-stopgrad cannot train such a graph: re-export it without that reader"
             )
 
     def eval(self, consumed: set[str]) -> list[onnx.NodeProto]:
@@ -222,11 +217,10 @@ class _BatchNorm:
         return self.b.op("ReduceMean", [x], axes=axes, keepdims=1)
 
     def train(self, consumed: set[str]) -> list[onnx.NodeProto]:
-        """The node itself, as one-output inference-mode node (what ONNX shape inference
-        accepts and ORT's BatchNormReplacement turns into a training-mode BatchNormInternal
-        with its own exact gradient), reading copies of the running statistics (ORT's kernel
-        updates them in place, with the biased variance). The updates PyTorch makes are
-        computed beside it."""
+        """The node itself as a one-output node without ``training_mode`` (what ONNX shape
+        inference accepts, and ORT's BatchNormReplacement turns into a training-mode
+        BatchNormInternal), reading copies of the running statistics; the updates beside it."""
+        self._refuse_extra_outputs(consumed)
         x, mean, var = self.node.input[0], self.node.input[3], self.node.input[4]
         b = self.b
         zero = self._scalar(0.0, "zero")
@@ -237,12 +231,10 @@ class _BatchNorm:
         batch_mean = self._reduce_mean(x)
         centred = b.op("Sub", [x, batch_mean])
         batch_var = self._reduce_mean(b.op("Mul", [centred, centred]))
-        self._running_updates(x, mean, var, batch_mean, batch_var, consumed)
+        self._running_updates(x, mean, var, batch_mean, batch_var)
         return [*b.nodes, node]
 
-    def _running_updates(
-        self, x: str, mean: str, var: str, batch_mean: str, batch_var: str, consumed: set[str]
-    ) -> None:
+    def _running_updates(self, x: str, mean: str, var: str, batch_mean: str, batch_var: str) -> None:
         b = self.b
         flat = b.const(np.array([-1], dtype=np.int64), "flat")
         # Unbiased batch variance, as PyTorch keeps: var * n / (n - 1), n = size(x) / C.
@@ -255,12 +247,8 @@ class _BatchNorm:
             self._scalar(self.momentum, "momentum"),
             self._scalar(1.0 - self.momentum, "one_minus_momentum"),
         )
-        outputs = list(self.node.output[1:3]) + [""] * (3 - len(self.node.output))
-        for param, batch, output in (
-            (mean, b.op("Reshape", [batch_mean, flat]), outputs[0]),
-            (var, unbiased, outputs[1]),
-        ):
-            name = output if output and output in consumed else b.name(f"{param}.updated", prefixed=False)
+        for param, batch in ((mean, b.op("Reshape", [batch_mean, flat])), (var, unbiased)):
+            name = b.name(f"{param}.updated", prefixed=False)
             b.op("Add", [b.op("Mul", [param, keep]), b.op("Mul", [batch, take])], name)
             self.updates[param] = name
 

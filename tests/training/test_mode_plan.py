@@ -139,3 +139,11 @@ def test_unknown_rank_is_refused():
     modes = plan_modes(model, ["w1"], ["y"])
     with pytest.raises(TrainingError, match="cannot tell the rank of 'c0'"):
         apply_modes(model, modes)
+
+
+def test_a_read_running_statistics_output_is_refused():
+    model = _model()  # bn1 exported in training mode, with its two running-statistics outputs
+    model.graph.output.append(helper.make_tensor_value_info("bn1.mean_out", TensorProto.FLOAT, [C]))
+    modes = plan_modes(model, ["w1"], ["y"])
+    with pytest.raises(TrainingError, match="the graph reads 'bn1.mean_out', a running-statistics output"):
+        apply_modes(model, modes)
