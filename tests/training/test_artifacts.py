@@ -346,9 +346,9 @@ def _torch_constants(op: str, a: torch.Tensor, v: dict[str, torch.Tensor]) -> to
         return a ** v["p"]
     if op == "Clip":
         return a.clamp(v["lo"], v["hi"])
-    if op == "BatchNormalization":  # ORT trains it in training mode: batch statistics
+    if op == "BatchNormalization":  # exported in inference mode: trains with its running statistics
         return torch.nn.functional.batch_norm(
-            a, v["mu"].clone(), v["var"].clone(), v["s"], v["b"], training=True
+            a, v["mu"].clone(), v["var"].clone(), v["s"], v["b"], training=False
         )
     return a.reshape(2, 4)
 
@@ -359,8 +359,9 @@ def test_constants_ort_cannot_differentiate_are_not_trained(op, tmp_path):
     model, values = _constants_model(op)
     report = generate_artifacts(model, loss="mse", optimizer="adamw", artifact_directory=tmp_path)
     expected = {"W", "s", "b"} & set(values)  # what torch gives a gradient through f
-    assert set(report.trainable) == expected and report.frozen == ()
-    for name in set(values) - expected:
+    statistics = {"mu", "var"} & set(values)  # running statistics: frozen, never trained
+    assert set(report.trainable) == expected and set(report.frozen) == statistics
+    for name in set(values) - expected - statistics:
         assert f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant" in report.adjustments
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     target = np.full((2, 4), 0.3, np.float32)
