@@ -13,8 +13,9 @@ statistics it reads in place, with the biased batch variance. So, before the bui
   extra outputs of the training model that :mod:`._running` copies into the checkpoint.
 
 Dropout in eval mode becomes an Identity; in train mode its ``training_mode`` input is a
-constant true. The eval model gets the original BatchNormalization back, in inference
-mode, so the exported model is the source model with new weights.
+constant true. The eval model gets the original nodes back in inference mode, as ONNX
+Runtime writes them (BatchNormalization with one output, Dropout without
+``training_mode``), so the exported model is the source model with new weights.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .._flow import node_reads
 from ..errors import TrainingError
 from ._modes import NodeMode
 from ._surgery import _keep, toposort
@@ -46,8 +46,10 @@ class ModeRewrite:
 
     #: Training-model outputs holding updated running statistics -> the parameter they update.
     updates: dict[str, str] = field(default_factory=dict)
-    #: Original BatchNormalization nodes and the names of the nodes that replaced each.
-    batchnorms: list[tuple[onnx.NodeProto, set[str]]] = field(default_factory=list)
+    #: Original BatchNormalization/Dropout nodes and the names of the nodes that replaced each.
+    originals: list[tuple[onnx.NodeProto, set[str]]] = field(default_factory=list)
+    #: Shapes and types of the original nodes' outputs, for the eval model's value_info.
+    output_infos: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
     #: Running statistics of training-mode nodes that are no initializer (so cannot update).
     fixed_statistics: list[str] = field(default_factory=list)
 
@@ -58,23 +60,32 @@ class ModeRewrite:
             model.metadata_props.add(key=RUNNING_STATS_METADATA_KEY, value=json.dumps(self.updates))
 
     def finish_eval(self, model: onnx.ModelProto) -> None:
-        """Put each BatchNormalization back (inference mode); drop the statistics outputs."""
+        """Put each original node back in inference mode; drop the statistics outputs."""
         graph = model.graph
-        replaced = set().union(*(names for _, names in self.batchnorms)) if self.batchnorms else set()
+        replaced = set().union(*(names for _, names in self.originals)) if self.originals else set()
         _keep(graph.node, lambda n: n.name not in replaced)
         _keep(graph.output, lambda o: o.name not in self.updates)
-        for original, _ in self.batchnorms:
-            graph.node.append(_inference_batchnorm(original))
-        _drop_unread_constants(graph)
+        for original, _ in self.originals:
+            graph.node.append(_inference_node(original))
         toposort(graph)
+        self._describe_restored_outputs(graph)
 
-
-def _drop_unread_constants(graph: onnx.GraphProto) -> None:
-    """Remove the constants nothing reads any more (a switched-off Dropout's training_mode),
-    which ONNX Runtime would otherwise warn about when it loads the eval model."""
-    read = {name for node in graph.node for name in node_reads(node)} | {o.name for o in graph.output}
-    _keep(graph.node, lambda n: not (n.op_type == "Constant" and n.output[0] not in read))
-    _keep(graph.initializer, lambda t: t.name in read)
+    def _describe_restored_outputs(self, graph: onnx.GraphProto) -> None:
+        """Give the restored nodes' outputs the value_info ORT's eval model would have, in
+        its order (that of the nodes producing them)."""
+        described = {v.name for v in graph.value_info} | {o.name for o in graph.output}
+        missing = [
+            self.output_infos[name]
+            for original, _ in self.originals
+            for name in original.output
+            if name and name not in described and name in self.output_infos
+        ]
+        if not missing:
+            return
+        producer = {name: index for index, node in enumerate(graph.node) for name in node.output}
+        infos = sorted([*graph.value_info, *missing], key=lambda v: producer.get(v.name, len(producer)))
+        del graph.value_info[:]
+        graph.value_info.extend(infos)
 
 
 def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
@@ -83,7 +94,7 @@ def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
     if not modes:
         return rewrite
     graph = model.graph
-    ranks, types = _ranks_and_types(model)
+    ranks, types, infos = _shapes(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     initializers = {t.name for t in graph.initializer}
     consumed = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
@@ -93,8 +104,10 @@ def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
     for mode in modes:
         node = graph.node[mode.index]
         builder = _Builder(f"{_PREFIX}/{mode.node.lstrip('/')}", taken)
+        rewrite.output_infos.update((name, infos[name]) for name in node.output if name in infos)
         if mode.op_type == "Dropout":
             new_nodes[mode.index] = _dropout(node, mode.mode, builder, consumed)
+            rewrite.originals.append((copy.deepcopy(node), {n.name for n in new_nodes[mode.index]}))
             continue
         x = node.input[0]
         if x not in ranks or ranks[x] < 2:
@@ -111,7 +124,7 @@ def apply_modes(model: onnx.ModelProto, modes: list[NodeMode]) -> ModeRewrite:
                     rewrite.updates[output] = param
                 else:
                     rewrite.fixed_statistics.append(param)
-        rewrite.batchnorms.append((copy.deepcopy(node), {n.name for n in nodes}))
+        rewrite.originals.append((copy.deepcopy(node), {n.name for n in nodes}))
         new_nodes[mode.index] = nodes
     kept = []
     for index, node in enumerate(graph.node):
@@ -154,6 +167,7 @@ def _dropout(node: onnx.NodeProto, mode: str, b: _Builder, consumed: set[str]) -
     mask = node.output[1] if len(node.output) > 1 and node.output[1] in consumed else ""
     if mode == "train":
         kept = copy.deepcopy(node)
+        kept.name = kept.name or b.name("Dropout")  # the eval model finds it by name
         inputs = list(kept.input) + [""] * (3 - len(kept.input))
         inputs[2] = b.const(np.array(True), "training_mode")
         kept.input[:] = inputs
@@ -253,15 +267,23 @@ class _BatchNorm:
             self.updates[param] = name
 
 
-def _inference_batchnorm(node: onnx.NodeProto) -> onnx.NodeProto:
-    """``node`` as an inference-mode BatchNormalization (one output, no training_mode)."""
+def _inference_node(node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node`` in inference mode as ONNX Runtime's eval models have it: a BatchNormalization
+    with one output and no training_mode, a Dropout with an empty training_mode input."""
     inference = copy.deepcopy(node)
+    if node.op_type == "Dropout":
+        if len(inference.input) > 2:
+            inference.input[2] = ""
+        return inference
     _keep(inference.attribute, lambda a: a.name != "training_mode")
     del inference.output[1:]
     return inference
 
 
-def _ranks_and_types(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+def _shapes(
+    model: onnx.ModelProto,
+) -> tuple[dict[str, int], dict[str, int], dict[str, onnx.ValueInfoProto]]:
+    """Ranks, element types and value infos of the model's tensors, by shape inference."""
     try:
         graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
     except Exception:  # noqa: BLE001 - best effort: what the model declares
@@ -272,4 +294,4 @@ def _ranks_and_types(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, 
     }
     types = {v.name: v.type.tensor_type.elem_type for v in values if v.type.tensor_type.elem_type}
     types.update({t.name: t.data_type for t in graph.initializer})
-    return ranks, types
+    return ranks, types, {v.name: copy.deepcopy(v) for v in graph.value_info}

@@ -32,7 +32,7 @@ def _export(module: torch.nn.Module, *inputs: torch.Tensor, **options) -> onnx.M
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _both(tmp_path, model: onnx.ModelProto, **kwargs) -> tuple:
+def _both(tmp_path, model: onnx.ModelProto, differing: tuple[str, ...] = (), **kwargs) -> tuple:
     """Run ORT's function and ours with the same arguments (a ``loss`` string names ORT's
     LossType member); returns our report."""
     from onnxruntime.training import artifacts
@@ -48,7 +48,7 @@ def _both(tmp_path, model: onnx.ModelProto, **kwargs) -> tuple:
     ours = generate_artifacts(
         model, artifact_directory=tmp_path / "ours", **{k: copy.deepcopy(v) for k, v in kwargs.items()}
     )
-    assert_same_artifacts(tmp_path / "ours", tmp_path / "ort")
+    assert_same_artifacts(tmp_path / "ours", tmp_path / "ort", differing)
     return ours
 
 
@@ -74,15 +74,23 @@ def _dropout_model() -> onnx.ModelProto:
     return _export(_Dropout(), torch.randn(2, 5), training=torch.onnx.TrainingMode.TRAINING)
 
 
+def _training_ops(directory) -> list[str]:
+    return [n.op_type for n in onnx.load(str(directory / "training_model.onnx")).graph.node]
+
+
 def test_model_without_weights_builds_with_a_warning(tmp_path, caplog):
+    """Same eval model and checkpoint; the training model differs only as documented: a
+    Dropout no gradient reaches runs in inference mode (ORT runs it in training mode)."""
     with caplog.at_level("WARNING", logger="onnx_stopgrad"):
-        report = _both(tmp_path, _dropout_model(), loss="CrossEntropyLoss")
+        report = _both(tmp_path, _dropout_model(), ("training_model.onnx",), loss="CrossEntropyLoss")
     assert report.trainable == () and report.frozen == ()
     assert "nothing trains" in caplog.text and "no weights" in caplog.text
+    assert [m.mode for m in report.modes] == ["eval"]
+    assert "Dropout" in _training_ops(tmp_path / "ort") and "Dropout" not in _training_ops(tmp_path / "ours")
 
 
 def test_eval_model_has_no_training_mode_dropout(tmp_path):
-    _both(tmp_path, _dropout_model(), loss="CrossEntropyLoss")
+    _both(tmp_path, _dropout_model(), ("training_model.onnx",), loss="CrossEntropyLoss")
     eval_model = onnx.load(str(tmp_path / "ours" / "eval_model.onnx"))
     dropouts = [n for n in eval_model.graph.node if n.op_type == "Dropout"]
     assert dropouts and all(len(n.input) < 3 or not n.input[2] for n in dropouts)
