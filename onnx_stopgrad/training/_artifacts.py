@@ -25,6 +25,7 @@ from . import _ort
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
+from ._losses import prepare_loss
 from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
@@ -89,7 +90,9 @@ def generate_artifacts(
     created; its files appear only once all of them are built. ``measure_removed``
     builds the gradient graph a second time, without the stops, to count what they saved.
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
-    ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
+    ``"mse"`` / ``"adamw"``; ``"crossentropy"`` reads logits with the class axis last,
+    ``(N, C)`` or ``(B, T, C)``, and skips labels equal to -100, as PyTorch does. A model
+    output the loss cannot read is refused before anything is built. ``stop_at`` names tensors to insert a StopGradient at first
     (into the private copy; the input model is never changed).
     """
     artifacts = _ort.ort_artifacts()
@@ -104,6 +107,7 @@ def generate_artifacts(
         insert_report = insert_in_place(proto, list(stop_at))
         inserted = tuple(line for line in insert_report.summary().splitlines() if line)
     adjustments = apply_fixups(proto)
+    loss = prepare_loss(loss, proto, loss_input_names)
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
