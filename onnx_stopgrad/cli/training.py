@@ -36,6 +36,13 @@ def _names(names: tuple[str, ...]) -> str:
 @click.option(
     "--loss", type=click.Choice(sorted(LOSSES)), required=True, help="Loss added on the model's output."
 )
+@click.option(
+    "--loss-input",
+    "loss_inputs",
+    multiple=True,
+    metavar="NAME",
+    help="Output the loss reads (repeatable; a second NAME is its labels/target) [default: all outputs].",
+)
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adamw", show_default=True)
 @click.option(
     "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
@@ -56,6 +63,7 @@ def artifacts(
     model: Path,
     output: Path | None,
     loss: str,
+    loss_inputs: tuple[str, ...],
     optimizer: str,
     ats: tuple[str, ...],
     requires_grad: tuple[str, ...],
@@ -68,6 +76,15 @@ def artifacts(
     No gradient is computed behind a StopGradient; parameters reached only through
     stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
     stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+
+    crossentropy reads logits with the class axis last, (N, C) or (B, T, C) as LMs and
+    token classifiers output them, with int64 labels (N,) or (B, T); labels -100 are skipped.
+
+    \b
+    Examples:
+      onnx-stopgrad artifacts classifier.stopgrad.onnx --loss crossentropy
+      onnx-stopgrad artifacts gpt2.onnx --at /transformer/h.0/Add_1_output_0 --loss crossentropy \
+        --loss-input logits
     """
     from ..training import generate_artifacts
 
@@ -75,6 +92,7 @@ def artifacts(
     result = generate_artifacts(
         model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
+        loss_input_names=list(loss_inputs) or None,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed

@@ -83,7 +83,13 @@ def _loss_name(loss: Any) -> str | None:
 
 def loss_inputs(model: onnx.ModelProto, loss_input_names: Sequence[str] | None) -> list[LossInput]:
     """What ORT passes to the loss: ``loss_input_names``, else every graph output, in order."""
-    names = list(loss_input_names or (o.name for o in model.graph.output))
+    outputs = [o.name for o in model.graph.output]
+    names = list(loss_input_names or outputs)
+    if names and names[0] not in outputs:
+        raise TrainingError(
+            f"the loss reads model outputs, and {names[0]!r} is not one; "
+            f"choose one of: {', '.join(outputs) or 'none'}"
+        )
     known = _declared_types(model.graph)
     if any(name not in known for name in names):
         known = {**_declared_types(_inferred(model).graph), **known}
