@@ -40,7 +40,9 @@ def load(
     """Return ORT's ``(CheckpointState, Module, Optimizer)``; Optimizer is None without one.
 
     The StopGradient library is registered with the sessions (added to ``options``, an
-    ``onnxruntime.SessionOptions``, when given), so models with stops run.
+    ``onnxruntime.SessionOptions``, when given), so models with stops run. ONNX Runtime's
+    warnings are left out unless the ``onnx_stopgrad`` logger is enabled for INFO (or
+    ``options`` sets ``log_severity_level`` itself).
     """
     _ort.ort_artifacts()
     from onnxruntime.training import api
@@ -49,6 +51,8 @@ def load(
 
     paths = artifact_paths(artifact_directory, prefix)
     options = session_options(options)
+    if options.log_severity_level < 0:  # not chosen by the caller
+        options.log_severity_level = _ort.session_log_severity()
     try:
         state = api.CheckpointState.load_checkpoint(str(paths["checkpoint"]))
         module = api.Module(
