@@ -19,7 +19,15 @@ import onnx
 from ..errors import TrainingError
 from ._choices import LOSSES, loss_type
 
-__all__ = ["IGNORE_INDEX", "LossInput", "check_loss_inputs", "loss_inputs", "prepare_loss"]
+__all__ = [
+    "IGNORE_INDEX",
+    "LossInput",
+    "check_label_values",
+    "check_loss_inputs",
+    "label_classes",
+    "loss_inputs",
+    "prepare_loss",
+]
 
 #: Label value the crossentropy loss skips (PyTorch's and Hugging Face's default).
 IGNORE_INDEX = -100
@@ -152,6 +160,38 @@ def _check_second(loss: str, prediction: LossInput, given: LossInput) -> None:
             f"the {loss} loss reads {given.describe()} as the {role} of {prediction.describe()}, "
             f"which needs shape {_shape_text(expected)}; {hint}"
         )
+
+
+def label_classes(model: onnx.ModelProto) -> dict[str, int]:
+    """The class count each ``SoftmaxCrossEntropyLoss`` labels input of ``model`` (a training
+    or eval model) indexes, where the logits' class axis has a known size."""
+    losses = [n for n in model.graph.node if n.op_type == "SoftmaxCrossEntropyLoss" and len(n.input) > 1]
+    if not losses:
+        return {}
+    known = _declared_types(_inferred(model).graph)
+    found = {}
+    for node in losses:
+        logits = known.get(node.input[0])
+        if logits is not None and logits.shape is not None and len(logits.shape) > 1:
+            classes = logits.shape[1]  # the loss's class axis (the block moved it there)
+            if isinstance(classes, int) and classes > 0:
+                found[node.input[1]] = classes
+    return found
+
+
+def check_label_values(arrays: dict[str, Any], classes: dict[str, int]) -> None:
+    """Refuse labels outside ``[0, classes)`` that are not -100: ORT's CPU kernel does not
+    check them and returns a meaningless loss."""
+    for name, count in classes.items():
+        labels = arrays.get(name)
+        if labels is None:
+            continue
+        bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= count))
+        if bad.any():
+            raise TrainingError(
+                f"{name}: {int(bad.sum())} value(s) outside [0, {count}) and not {IGNORE_INDEX} "
+                f"(e.g. {labels[bad].flat[0]}); labels are class indices, or {IGNORE_INDEX} to skip a position"
+            )
 
 
 def _same_shape(expected: tuple[Dim, ...], actual: tuple[Dim, ...]) -> bool:

@@ -155,8 +155,8 @@ def _run(*args: object):
 
 
 def test_cli_loss_input_then_train_on_sequence_labels(tmp_path):
-    """Two outputs: refused as one line; --loss-input logits picks the output; `train` runs on
-    (B, T) labels with -100 entries and lowers the loss."""
+    """Two outputs: refused as one line; --loss-input logits picks the output; `train` refuses
+    an out-of-range label, runs on (B, T) labels with -100 entries and lowers the loss."""
     path = tmp_path / "m.onnx"
     onnx.save(_model((2, 4), (("feat", FLOAT, [2, 4, FEATURES]),)), str(path))
     refused = CliRunner().invoke(
@@ -172,6 +172,15 @@ def test_cli_loss_input_then_train_on_sequence_labels(tmp_path):
     x = rng.standard_normal((8, 4, FEATURES)).astype(np.float32)
     labels = rng.integers(0, CLASSES, size=(8, 4)).astype(np.int64)
     labels[:, -1] = -100
+    labels[3, 0] = CLASSES  # ORT would return a meaningless loss for it: refused first
+    np.savez(tmp_path / "bad.npz", x=x, labels=labels)
+    bad = CliRunner().invoke(main, ["train", str(out), "--data", str(tmp_path / "bad.npz")])
+    assert bad.exit_code == 1
+    assert (
+        bad.output == f"error: labels: 1 value(s) outside [0, {CLASSES}) and not -100 (e.g. {CLASSES}); "
+        "labels are class indices, or -100 to skip a position\n"
+    )
+    labels[3, 0] = 1
     np.savez(tmp_path / "data.npz", x=x, labels=labels)
     trained = _run("train", out, "--data", tmp_path / "data.npz", "--epochs", "5", "--lr", "0.05")
     assert trained.exit_code == 0, trained.output
