@@ -153,4 +153,26 @@ def export(case: SeqCase, path: Path, dynamo: bool) -> onnx.ModelProto:
             opset_version=17 if not dynamo else 18, **options,
         )  # fmt: skip
     assert report.stop_gradients == 1, report
-    return onnx.load(str(path))
+    model = onnx.load(str(path))
+    if _use_first_names(model, case.module):
+        onnx.save(model, str(path))
+    return model
+
+
+def _use_first_names(model: onnx.ModelProto, module: nn.Module) -> bool:
+    """Name tied weights as ``module.named_parameters()`` does (the first name of each
+    parameter; the dynamo exporter may use another, e.g. GPT-2's ``lm_head.weight``)."""
+    first = {id(p): name for name, p in module.named_parameters()}
+    renames = {
+        name: first[id(p)]
+        for name, p in module.named_parameters(remove_duplicate=False)
+        if first[id(p)] != name
+    }
+    renamed = False
+    for tensor in model.graph.initializer:
+        if tensor.name in renames:
+            old, tensor.name = tensor.name, renames[tensor.name]
+            for node in model.graph.node:
+                node.input[:] = [tensor.name if i == old else i for i in node.input]
+            renamed = True
+    return renamed

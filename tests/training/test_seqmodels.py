@@ -46,20 +46,30 @@ def _check(case, tmp_path, dynamo: bool = False) -> None:
     assert_same_training(ours, reference, set(report.trainable), initial)
 
 
-def test_gpt2_lm_sequence_logits_and_ignored_labels(tmp_path):
-    pytest.importorskip("transformers")
+EXPORTERS = pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+
+
+def _needs(dynamo: bool, *modules: str) -> None:
+    for name in (*modules, *(["onnxscript"] if dynamo else [])):
+        pytest.importorskip(name)
+
+
+@EXPORTERS
+def test_gpt2_lm_sequence_logits_and_ignored_labels(tmp_path, dynamo):
+    """(B, T, V) logits, -100 labels; the tied embedding trains only through the LM head."""
+    _needs(dynamo, "transformers")
     case = gpt2_lm()
     assert (case.labels == -100).sum() == 3
-    _check(case, tmp_path)
+    _check(case, tmp_path, dynamo)
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@EXPORTERS
 def test_bert_sequence_classifier(tmp_path, dynamo):
-    pytest.importorskip("transformers")
-    if dynamo:
-        pytest.importorskip("onnxscript")
+    _needs(dynamo, "transformers")
     _check(bert_classifier(), tmp_path, dynamo)
 
 
-def test_vit_encoder(tmp_path):
-    _check(vit_classifier(), tmp_path)
+@EXPORTERS
+def test_vit_encoder(tmp_path, dynamo):
+    _needs(dynamo)
+    _check(vit_classifier(), tmp_path, dynamo)
