@@ -145,8 +145,9 @@ def train(
     """Run the training loop of DIR (made by `onnx-stopgrad artifacts`) and print the loss per epoch.
 
     The .npz arrays are named after the training model's inputs: the model's own inputs
-    plus the loss's `labels` (crossentropy, int64) or `target` (mse, l1, bce); examples
-    along axis 0. The trained parameters are saved back into DIR/checkpoint.
+    plus the loss's `labels` (crossentropy, int64; (N,) or (N, T) for sequence logits, -100
+    skips a position) or `target` (mse, l1, bce); examples along axis 0. The trained
+    parameters are saved back into DIR/checkpoint.
     """
     from tqdm import tqdm
 
