@@ -20,7 +20,7 @@ from torch import nn
 
 from onnx_stopgrad import torch as sg_torch
 
-__all__ = ["SeqCase", "bert_classifier", "export", "gpt2_lm", "vit_classifier"]
+__all__ = ["SeqCase", "bert_classifier", "bert_token_classifier", "export", "gpt2_lm", "vit_classifier"]
 
 B, T, VOCAB = 2, 6, 40
 
@@ -90,6 +90,27 @@ def bert_classifier(seed: int = 0) -> SeqCase:
     detach_output(model.model.bert.encoder.layer[0])
     ids, mask = _token_inputs(seed)
     labels = np.array([2, 0], dtype=np.int64)
+    frozen = ("model.bert.embeddings.", "model.bert.encoder.layer.0.")
+    return SeqCase(model, ["input_ids", "attention_mask"], [ids, mask], labels, frozen)
+
+
+def bert_token_classifier(seed: int = 0) -> SeqCase:
+    """BERT token classifier (4 labels), stopped after layer 0; logits (B, T, 4), labels -100 on
+    [CLS] and padding, as Hugging Face's token-classification examples write them."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16, num_labels=4,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = _HuggingFace(perturb(BertForTokenClassification(config), seed)).train()
+    detach_output(model.model.bert.encoder.layer[0])
+    ids, mask = _token_inputs(seed)
+    labels = np.random.default_rng(seed + 2).integers(0, 4, size=(B, T)).astype(np.int64)
+    labels[:, 0] = -100
+    labels[mask == 0] = -100
     frozen = ("model.bert.embeddings.", "model.bert.encoder.layer.0.")
     return SeqCase(model, ["input_ids", "attention_mask"], [ids, mask], labels, frozen)
 

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
 from onnx import numpy_helper
-from seqmodel_cases import bert_classifier, export, gpt2_lm, vit_classifier
+from seqmodel_cases import bert_classifier, bert_token_classifier, export, gpt2_lm, vit_classifier
 from seqmodel_reference import assert_same_training, ort_steps, torch_steps
 
 from onnx_stopgrad.training import generate_artifacts
@@ -69,6 +69,12 @@ def test_gpt2_lm_sequence_logits_and_ignored_labels(tmp_path, dynamo):
 def test_bert_sequence_classifier(tmp_path, dynamo):
     _needs(dynamo, "transformers")
     _check(bert_classifier(), tmp_path, dynamo)
+
+
+def test_bert_token_classifier(tmp_path):
+    """(B, T, C) logits of a token classifier, -100 on [CLS] and padding."""
+    _needs(False, "transformers")
+    _check(bert_token_classifier(), tmp_path)
 
 
 @EXPORTERS
