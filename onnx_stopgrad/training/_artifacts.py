@@ -30,6 +30,7 @@ from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
+from ._ties import warn_split_ties
 
 __all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "GRADIENT_NODE_MARK"]
 
@@ -111,6 +112,7 @@ def generate_artifacts(
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
+    warn_split_ties(proto, plan.trainable)
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
     if custom_op_library is None and stops:
         custom_op_library = _stop_library()
