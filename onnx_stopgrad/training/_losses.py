@@ -10,6 +10,7 @@ as ``torch.nn.functional.cross_entropy`` and Hugging Face do.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ __all__ = [
     "loss_inputs",
     "prepare_loss",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Label value the crossentropy loss skips (PyTorch's and Hugging Face's default).
 IGNORE_INDEX = -100
@@ -73,6 +76,14 @@ def prepare_loss(loss: Any, model: onnx.ModelProto, loss_input_names: Sequence[s
         return loss_type(loss)
     inputs = loss_inputs(model, loss_input_names)
     check_loss_inputs(name, inputs)
+    if len(inputs) == 2 and not loss_input_names:
+        log.warning(
+            "the %s loss reads the model's second output, %s, as its %s (ONNX Runtime passes every "
+            "output to the loss); pass loss_input_names (CLI: --loss-input NAME) to choose",
+            name,
+            inputs[1].name,
+            _SECOND_INPUT[name],
+        )
     if name == "crossentropy":
         return _cross_entropy_block()(rank=len(inputs[0].shape or ()))
     return loss_type(name)

@@ -8,6 +8,7 @@ logits is the reference for the loss and every gradient.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import numpy as np
@@ -186,3 +187,22 @@ def test_cli_loss_input_then_train_on_sequence_labels(tmp_path):
     assert trained.exit_code == 0, trained.output
     losses = [float(loss) for loss in re.findall(r"epoch \d+/5: loss ([\d.]+)", trained.output)]
     assert len(losses) == 5 and losses[-1] < losses[0]
+
+
+def test_second_output_read_as_labels_is_warned(tmp_path, caplog):
+    """ORT passes every output to the loss: a model that outputs its own labels trains on them,
+    with a warning saying so."""
+    model = _model((2, 4), (("n_out", INT64, [2, 4]),))
+    with caplog.at_level(logging.WARNING, logger="onnx_stopgrad"):
+        generate_artifacts(model, loss="crossentropy", artifact_directory=tmp_path)
+    assert any(
+        "reads the model's second output, n_out, as its labels" in r.getMessage() for r in caplog.records
+    )
+    _, module, _ = load(tmp_path)
+    assert module.input_names() == ["x", "n"]
+    x = np.random.default_rng(2).standard_normal((2, 4, FEATURES)).astype(np.float32)
+    labels = _labels((2, 4))
+    module.train()
+    loss = float(np.asarray(module(x, labels)))
+    expected_loss, _ = _torch_reference(x, labels)
+    assert abs(loss - expected_loss) <= 1e-5 * abs(expected_loss)
