@@ -21,7 +21,9 @@ _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for 
 _FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
 #: "<source file>:<line> <C++ signature>" prefixes of ORT's messages: noise to users.
-_CXX_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*)?")
+_CXX_LOCATION = re.compile(
+    r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)(?:::<lambda\([^()]*\)>)?\s*)?"
+)
 _MAX_MESSAGE = 240
 
 
