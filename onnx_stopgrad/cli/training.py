@@ -83,7 +83,7 @@ def artifacts(
     \b
     Examples:
       onnx-stopgrad artifacts classifier.stopgrad.onnx --loss crossentropy
-      onnx-stopgrad artifacts gpt2.onnx --at /transformer/h.0/Add_1_output_0 --loss crossentropy \
+      onnx-stopgrad artifacts gpt2.onnx --at /model/transformer/h.0/Add_1_output_0 --loss crossentropy \
         --loss-input logits
     """
     from ..training import generate_artifacts
