@@ -82,12 +82,16 @@ def _labels(lead: tuple[int, ...]) -> np.ndarray:
     return labels
 
 
-@pytest.mark.parametrize("lead", [(4,), (2, 4), (2, 3, 2)], ids=["N,C", "B,T,C", "B,H,W,C"])
-def test_crossentropy_class_axis_last_matches_torch(lead, tmp_path):
+@pytest.mark.parametrize(
+    ("lead", "shape"),
+    [((4,), (4,)), ((2, 4), (2, 4)), ((2, 3, 2), (2, 3, 2)), (("batch", "seq"), (3, 5))],
+    ids=["N,C", "B,T,C", "B,H,W,C", "dynamic-B,T,C"],
+)
+def test_crossentropy_class_axis_last_matches_torch(lead, shape, tmp_path):
     report = generate_artifacts(_model(lead), loss="crossentropy", artifact_directory=tmp_path)
     assert set(report.trainable) == {"head.weight", "head.bias"}
-    x = np.random.default_rng(2).standard_normal((*lead, FEATURES)).astype(np.float32)
-    labels = _labels(lead)
+    x = np.random.default_rng(2).standard_normal((*shape, FEATURES)).astype(np.float32)
+    labels = _labels(shape)
     state, module, _ = load(tmp_path)
     assert module.input_names() == ["x", "labels"]
     module.train()
