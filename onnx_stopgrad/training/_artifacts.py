@@ -113,7 +113,8 @@ def generate_artifacts(
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
 
-    loss, optimizer = loss_type(loss), optimizer_type(optimizer)
+    loss_type(loss)  # an unknown loss name fails before the model is read
+    optimizer = optimizer_type(optimizer)
     proto, sources = _load_complete(model)
     inserted: tuple[str, ...] = ()
     if stop_at:
