@@ -34,22 +34,23 @@ from ..errors import InvalidModelError
 from .reports import ConstructInfo
 
 __all__ = [
+    "METADATA_KEY",
     "SCALE",
     "STRAIGHT_THROUGH",
-    "METADATA_KEY",
     "Construct",
+    "allocate_prefix",
+    "check_float",
+    "describe",
+    "element_type",
+    "ensure_opset",
     "find_constructs",
+    "gradient_view",
+    "inferred_graph",
+    "members",
+    "node_readers",
     "scale_nodes",
     "straight_through_nodes",
-    "allocate_prefix",
-    "element_type",
     "take_out",
-    "ensure_opset",
-    "check_float",
-    "node_readers",
-    "describe",
-    "members",
-    "gradient_view",
 ]
 
 #: Construct kinds (the ``kind`` of :class:`Construct`, in JSON and node metadata).
@@ -179,12 +180,24 @@ def element_type(model: onnx.ModelProto, name: str) -> int | None:
     return inferred.get(name)
 
 
-def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
+_INFERENCE_ERRORS = (
+    onnx.shape_inference.InferenceError,
+    onnx.checker.ValidationError,
+    RuntimeError,
+    ValueError,
+)
+
+
+def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The main graph after best-effort shape inference (the model's own graph if it fails)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # best effort: the caller says what it could not tell
-        return {}
-    graph = inferred.graph
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except _INFERENCE_ERRORS:  # best effort: callers say what they could not tell
+        return model.graph
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = inferred_graph(model)
     return {
         value.name: value.type.tensor_type.elem_type
         for value in [*graph.value_info, *graph.output, *graph.input]
@@ -258,7 +271,7 @@ def _match(
         if not (is_stop_gradient(stop) and _is(zero, "Sub") and _is(mul, "Mul") and len(out.input) == 2):
             return None
         x, stopped = stop.input[0], stop.output[0]
-        if list(out.input) != [stopped, mul.output[0]] or list(mul.input)[0] != zero.output[0]:
+        if list(out.input) != [stopped, mul.output[0]] or mul.input[0] != zero.output[0]:
             return None
         if list(zero.input) == [stopped, x]:
             sign = 1.0
@@ -269,8 +282,9 @@ def _match(
         size = _constant_value(factor_node, mul.input[1], graph)
         if size is None:
             return None
-        factor = _recorded_factor(out) if _recorded_factor(out) is not None else sign * size
-        internal = (stopped, zero.output[0], mul.input[1], mul.output[0])
+        recorded = _recorded_factor(out)  # the exact value asked for; the Constant holds it rounded
+        factor = recorded if recorded is not None and recorded * sign > 0 else sign * size
+        internal: tuple[str, ...] = (stopped, zero.output[0], mul.input[1], mul.output[0])
         return Construct(SCALE, prefix, x, out.output[0], factor, "", tuple(indices), internal)
     stop_x, stop_q, zero, out = nodes
     if not (is_stop_gradient(stop_x) and is_stop_gradient(stop_q) and _is(zero, "Sub") and _is(out, "Sub")):

@@ -207,11 +207,7 @@ def _check_same_tensor_type(model: onnx.ModelProto, x: str, q: str, span: tuple[
 
 
 def _shapes(model: onnx.ModelProto, names: tuple[str, ...]) -> dict[str, tuple[int | str | None, ...]]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # best effort: unknown shapes are not refused
-        inferred = model
-    graph = inferred.graph
+    graph = family.inferred_graph(model)
     shapes: dict[str, tuple[int | str | None, ...]] = {}
     for tensor in graph.initializer:
         if tensor.name in names:
