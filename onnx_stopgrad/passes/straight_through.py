@@ -23,9 +23,20 @@ from ._model import ModelInput, open_model
 from ._select import node_names, not_found_message
 from .family_reports import StraightThroughReport
 
-__all__ = ["straight_through", "straight_through_in_place", "wrap_straight_through"]
+__all__ = ["ELEMENTWISE", "straight_through", "straight_through_in_place", "wrap_straight_through"]
 
 log = logging.getLogger(__name__)
+
+#: Op types a straight-through chain may hold: each output element depends on the same
+#: element of the input (and constants), so "the gradient of the identity" is meaningful.
+ELEMENTWISE = frozenset(
+    {
+        "Abs", "Add", "BitShift", "Cast", "Ceil", "Clip", "Div", "Floor", "Identity", "IsInf", "IsNaN",
+        "Max", "Min", "Mod", "Mul", "Neg", "Pow", "Reciprocal", "Relu", "Round", "Sigmoid", "Sign",
+        "Sub", "Tanh", "Where", "QuantizeLinear", "DequantizeLinear", "Equal", "Greater", "Less",
+        "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "HardSigmoid", "HardSwish", "LeakyRelu",
+    }
+)  # fmt: skip
 
 
 def straight_through(
@@ -169,6 +180,11 @@ def _check_single_input(model: onnx.ModelProto, chain: list[int], x: str) -> Non
     constants = _constants(graph)
     for index in chain:
         node = graph.node[index]
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ELEMENTWISE:
+            raise ConstructError(
+                f"node {node_label(node, index)!r} ({node.op_type}) is not elementwise; straight-through "
+                "works on single-input, same-shape nodes (Round, Sign, Floor, Ceil, Clip, a fake-quantize chain)"
+            )
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise ConstructError(
                 f"node {node_label(node, index)!r} has a subgraph; straight-through needs plain nodes"
