@@ -13,6 +13,7 @@ replaces each placeholder with the construct ``onnx-stopgrad scale`` /
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from .errors import ConstructError
 from .passes import _constructs as family
 
 __all__ = ["gradient_scale", "straight_through", "expand_placeholders", "translations"]
+
+log = logging.getLogger(__name__)
 
 _SCALE_OP = "GradientScale"
 _STRAIGHT_OP = "StraightThrough"
@@ -190,6 +193,7 @@ def expand_placeholders(model: onnx.ModelProto) -> int:
             prefix = family.allocate_prefix(model, x, family.SCALE)
             nodes = family.scale_nodes(prefix, x, y, factor, elem_type)
         else:
+            _warn_if_folded(model, x, node.input[1])
             prefix = family.allocate_prefix(model, x, family.STRAIGHT_THROUGH)
             nodes = family.straight_through_nodes(prefix, x, node.input[1], y)
         del graph.node[index]
@@ -198,3 +202,15 @@ def expand_placeholders(model: onnx.ModelProto) -> int:
         index += len(nodes)
         count += 1
     return count
+
+
+def _warn_if_folded(model: onnx.ModelProto, x: str, q: str) -> None:
+    """A ``q`` computed from a weight and folded into a constant would not follow it in training."""
+    initializers = {t.name for t in model.graph.initializer}
+    if x in initializers and q in initializers:
+        log.warning(
+            "straight_through(%s, q): the exporter folded q into a constant, so it will not change as %s "
+            "trains; export with optimize=False (dynamo) or do_constant_folding=False (TorchScript)",
+            x,
+            x,
+        )

@@ -44,8 +44,9 @@ def straight_through(
 ) -> tuple[Any, StraightThroughReport]:
     """Pass the gradient straight through ``node`` (or the chain ``node`` .. ``last``).
 
-    ``input`` names the tensor of ``node`` that receives the gradient (needed when it
-    reads several, e.g. a weight and its scale). Returns ``(model, report)``; ``model``
+    ``input`` names the tensor of ``node`` that receives the gradient. By default it is
+    the one input that is not a constant, else the one initializer (a weight next to
+    Constant nodes); name it when there are several (a weight and an initializer scale). Returns ``(model, report)``; ``model``
     is a ModelProto (copied), a path or an onnx-graphsurgeon Graph.
     """
     proto, back = open_model(model)
@@ -147,8 +148,17 @@ def _chain(graph: onnx.GraphProto, first: int, last: int) -> list[int]:
 
 
 def _constants(graph: onnx.GraphProto) -> set[str]:
+    """Initializers, and outputs of nodes computed from constants alone (Constant, Cast of one)."""
     names = {t.name for t in graph.initializer}
-    names.update(n.output[0] for n in graph.node if n.op_type == "Constant" and not n.domain and n.output)
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        plain = not node.domain and not node.op_type.startswith("Random")
+        if (
+            plain
+            and all(name in names for name in inputs)
+            and not any(a.g.node or a.graphs for a in node.attribute)
+        ):
+            names.update(name for name in node.output if name)
     return names
 
 
@@ -164,7 +174,9 @@ def _input(graph: onnx.GraphProto, first: int, chosen: str | None) -> str:
         return chosen
     constants = _constants(graph)
     variable = list(dict.fromkeys(name for name in inputs if name not in constants))
-    candidates = variable or list(dict.fromkeys(inputs))
+    initializers = {t.name for t in graph.initializer}
+    weights = list(dict.fromkeys(name for name in inputs if name in initializers))  # e.g. Div(W, Constant)
+    candidates = variable or weights or list(dict.fromkeys(inputs))
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
