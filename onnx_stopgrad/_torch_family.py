@@ -23,11 +23,11 @@ import onnx.defs
 import torch
 
 from ._names import DOMAIN, OPSET_VERSION
-from .schema import tensor_types
 from .errors import ConstructError
 from .passes import _constructs as family
+from .schema import tensor_types
 
-__all__ = ["gradient_scale", "straight_through", "expand_placeholders", "translations"]
+__all__ = ["expand_placeholders", "gradient_scale", "straight_through", "translations"]
 
 log = logging.getLogger(__name__)
 

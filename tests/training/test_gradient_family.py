@@ -18,16 +18,16 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import family_cases as fc  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from training_reference import ort_run, torch_run  # noqa: E402
+import family_cases as fc
+import onnx
+import onnxruntime as ort
+from training_reference import ort_run, torch_run
 
-from onnx_stopgrad import session_options  # noqa: E402
-from onnx_stopgrad.passes import list_stop_gradients, scale_gradient, straight_through  # noqa: E402
-from onnx_stopgrad.torch import gradient_scale  # noqa: E402
-from onnx_stopgrad.torch import straight_through as st_helper  # noqa: E402
-from onnx_stopgrad.training import export_for_inference, generate_artifacts  # noqa: E402
+from onnx_stopgrad import session_options
+from onnx_stopgrad.passes import list_stop_gradients, scale_gradient, straight_through
+from onnx_stopgrad.torch import gradient_scale
+from onnx_stopgrad.torch import straight_through as st_helper
+from onnx_stopgrad.training import export_for_inference, generate_artifacts
 
 pytestmark = pytest.mark.training
 
@@ -168,6 +168,7 @@ def test_multitask_auxiliary_edge_scaled_matches_pytorch(tmp_path):
     aux = fc.node_reading(plain, "Gemm", "aux.weight").name
     main = fc.node_reading(plain, "Gemm", "main.weight").name
     model, report = scale_gradient(plain, trunk, fc.AUX_SCALE, [aux])
+    assert report.construct is not None and report.construct.consumers == (aux,)
     readers = {n.name: list(n.input) for n in model.graph.node}
     assert trunk in readers[main] and trunk not in readers[aux]  # only the one edge
     _assert_bit_identical(model, plain)
