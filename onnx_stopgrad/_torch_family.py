@@ -205,12 +205,21 @@ def expand_placeholders(model: onnx.ModelProto) -> int:
 
 
 def _warn_if_folded(model: onnx.ModelProto, x: str, q: str) -> None:
-    """A ``q`` computed from a weight and folded into a constant would not follow it in training."""
-    initializers = {t.name for t in model.graph.initializer}
-    if x in initializers and q in initializers:
-        log.warning(
-            "straight_through(%s, q): the exporter folded q into a constant, so it will not change as %s "
-            "trains; export with optimize=False (dynamo) or do_constant_folding=False (TorchScript)",
-            x,
-            x,
-        )
+    """A ``q`` the exporter computed from a weight and folded would not follow it in training."""
+    if x not in {t.name for t in model.graph.initializer}:
+        return
+    producer = {name: node for node in model.graph.node for name in node.output}
+    seen, pending = set(), [q]
+    while pending:
+        name = pending.pop()
+        if name == x:
+            return
+        if name not in seen and name in producer:
+            seen.add(name)
+            pending.extend(producer[name].input)
+    log.warning(
+        "straight_through(%s, q): the exporter folded q into constants, so it will not change as %s "
+        "trains; export with optimize=False (dynamo) or do_constant_folding=False (TorchScript)",
+        x,
+        x,
+    )
