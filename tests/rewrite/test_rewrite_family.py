@@ -206,7 +206,7 @@ def test_shape_and_type_changing_nodes_are_refused():
         straight_through(model, "broadcast")
     with pytest.raises(ConstructError, match="turns float into int64"):
         straight_through(model, "cast")
-    wrapped, report = straight_through(model, "cast", "back")  # float -> int -> float: same type and shape
+    _, report = straight_through(model, "cast", "back")  # float -> int -> float: same type and shape
     assert report.modified
     with pytest.raises(InvalidModelError, match="int64: only floating-point"):
         scale_gradient(model, "i", 2.0)
