@@ -254,3 +254,25 @@ def test_cli_errors_are_one_line(tmp_path, args):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) <= 3 and "Traceback" not in result.output
     assert not (tmp_path / "m.stopgrad.onnx").exists()
+
+
+def test_analyze_and_show_see_each_construct_as_one_unit(tmp_path):
+    from onnx_stopgrad.analysis import analyze
+    from onnx_stopgrad.visual import draw
+
+    model, _ = scale_gradient(_model(), "h", -0.3, ["add"])
+    model, _ = straight_through(model, "fq/Div", "fq/Clip")
+    report = analyze(model, use_onnxruntime=False)
+    assert report.stops == []
+    assert [(c.kind, c.input) for c in report.constructs] == [
+        ("gradient_scale", "h"),
+        ("straight_through", "r"),
+    ]
+    text = report.format_text()
+    assert "gradient of h scaled by -0.3" in text and "straight-through, forward q" in text
+    assert json.loads(report.to_json())["constructs"][1]["quantized"] == "q"
+    assert "W" not in [p.name for p in report.frozen]  # a construct passes the gradient on
+    dot = draw(model, tmp_path / "g.dot")
+    source = (tmp_path / "g.dot").read_text()
+    assert source.count('shape="hexagon"') == 2 + 2  # two constructs, two legend entries
+    assert "GradScale/Zero" not in source and dot.boxes < dot.nodes
