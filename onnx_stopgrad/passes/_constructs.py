@@ -46,6 +46,7 @@ __all__ = [
     "find_constructs",
     "gradient_view",
     "inferred_graph",
+    "is_construct_node",
     "members",
     "node_readers",
     "scale_nodes",
@@ -98,6 +99,11 @@ def _metadata(node: onnx.NodeProto, value: str) -> onnx.NodeProto:
     entry = node.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, value
     return node
+
+
+def is_construct_node(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` was made as part of a construct (it carries the construct metadata)."""
+    return any(entry.key == METADATA_KEY for entry in node.metadata_props)
 
 
 def scale_nodes(prefix: str, x: str, y: str, factor: float, elem_type: int) -> list[onnx.NodeProto]:

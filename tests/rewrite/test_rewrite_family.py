@@ -276,3 +276,15 @@ def test_analyze_and_show_see_each_construct_as_one_unit(tmp_path):
     source = (tmp_path / "g.dot").read_text()
     assert source.count('shape="hexagon"') == 2 + 2  # two constructs, two legend entries
     assert "GradScale/Zero" not in source and dot.boxes < dot.nodes
+
+
+def test_insert_on_a_scaled_tensor_keeps_the_construct_whole():
+    """The construct's own StopGradient is not reused as a stop of h; it is rewired with the rest."""
+    scaled, _ = scale_gradient(_model(), "h", -0.3, ["add"])
+    both, report = insert_stop_gradient(scaled, "h")
+    assert not report.inserted[0].reused
+    listed = list_stop_gradients(both)
+    assert [c.input for c in listed.constructs] == ["h_stopgrad"]
+    assert [s.node for s in listed.stops] == ["h/StopGradient"]
+    restored, _ = remove_stop_gradient(both)
+    assert restored.SerializeToString() == _model().SerializeToString()
