@@ -128,7 +128,7 @@ def _stop(
     # A gradient construct's StopGradient is one of its inner nodes, not a stop of ``target``:
     # the construct is rewired as a whole, like any other reader.
     stops = [
-        r for r in reads if r.index is not None and is_stop_gradient(r.node) and not is_construct_node(r.node)
+        r for r in reads if r.node is not None and is_stop_gradient(r.node) and not is_construct_node(r.node)
     ]
     open_reads = [r for r in reads if r not in stops]
     if only is not None:
