@@ -94,6 +94,7 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     lines += _boxes(nodes, labels, blocked, grouping, params, {f"c:{c.name}": c for c in constructs.values()})
     lines += _io(graph, producer, grouping)
     drawn_edges = [(a, b) for a, b in edges if not (grouping.depth or grouping.chains_merged) or a not in attach]
+    drawn_edges = _one_edge_per_construct_input(drawn_edges, constructs)
     lines += _edges(nodes, producer, grouping, drawn_edges, {t.name for t in graph.initializer})
     if grouping.depth == 0 and not grouping.chains_merged:
         lines += _param_notes(nodes, grouping, params)
@@ -106,6 +107,20 @@ def _box_style(kind: str, blocked: bool) -> dict[str, object]:
     if kind == "stop":
         return {"shape": "octagon", "fillcolor": COLORS["stop"], "fontcolor": "white", "penwidth": 2.5, "color": "#7f0000"}
     return {"fillcolor": COLORS["nograd"] if blocked else COLORS["grad"], "color": "#888888" if blocked else "#333333"}
+
+
+def _one_edge_per_construct_input(edges, constructs) -> list[tuple[int, int]]:
+    """A construct reads its input twice (its stop and its Sub): draw that as one edge."""
+    seen: set[tuple[int, str]] = set()
+    kept = []
+    for a, b in edges:
+        if b in constructs:
+            key = (a, constructs[b].name)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append((a, b))
+    return kept
 
 
 def _construct_box(construct: _constructs.Construct) -> dict[str, object]:

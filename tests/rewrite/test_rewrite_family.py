@@ -288,3 +288,43 @@ def test_insert_on_a_scaled_tensor_keeps_the_construct_whole():
     assert [s.node for s in listed.stops] == ["h/StopGradient"]
     restored, _ = remove_stop_gradient(both)
     assert restored.SerializeToString() == _model().SerializeToString()
+
+
+def _identity_model(elem_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """y = Neg(Identity(x)): the construct sits between, on any value x can hold."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["h"], name="id"),
+            helper.make_node("Neg", ["h"], ["y"], name="neg"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", elem_type, [None])],
+        [helper.make_tensor_value_info("y", elem_type, [None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("factor", [-1e30, -0.3, -1.0, 1e-30, 0.1, 7.0, 3e38])
+def test_every_finite_float32_bit_pattern_passes_unchanged(factor):
+    """Random bit patterns cover subnormals, -0, the largest floats: forward is x, bit for bit."""
+    bits = np.random.default_rng(0).integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = np.concatenate([x[np.isfinite(x)], np.array([0.0, -0.0, 3.4028235e38, -1e-45], np.float32)])
+    scaled, _ = scale_gradient(_identity_model(), "h", factor)
+    session = ort.InferenceSession(scaled.SerializeToString(), session_options())
+    assert np.array_equal(session.run(None, {"x": x})[0].view(np.uint32), (-x).view(np.uint32))
+
+
+def test_straight_through_passes_q_unchanged_for_every_finite_bit_pattern():
+    bits = np.random.default_rng(1).integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = np.concatenate([x[np.isfinite(x)], np.array([0.0, -0.0, -0.4, 2.5], np.float32)])
+    model = _identity_model()
+    model.graph.node.insert(1, helper.make_node("Round", ["h"], ["q"], name="round"))
+    model.graph.node[2].input[0] = "q"  # y = Neg(Round(x))
+    wrapped, report = straight_through(model, "round")
+    assert report.construct is not None and report.construct.consumers == ("neg",)
+    session = ort.InferenceSession(wrapped.SerializeToString(), session_options())
+    assert np.array_equal(session.run(None, {"x": x})[0].view(np.uint32), (-np.round(x)).view(np.uint32))
