@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, is_stop_gradient, node_label, node_reads
+from .._flow import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError
 from .reports import ConstructInfo
@@ -138,31 +138,28 @@ def straight_through_nodes(prefix: str, x: str, q: str, y: str) -> list[onnx.Nod
     return [_metadata(node, STRAIGHT_THROUGH) for node in nodes]
 
 
-def allocate_prefix(model: onnx.ModelProto, base: str, kind: str, taken: set[str] | None = None) -> str:
-    """``<base>/GradScale`` (or ``StraightThrough``), with ``_N`` added until no name uses it.
-
-    ``taken`` collects prefixes handed out earlier in the same rewrite.
-    """
+def allocate_prefix(model: onnx.ModelProto, base: str, kind: str) -> str:
+    """``<base>/GradScale`` (or ``StraightThrough``), with ``_N`` added until no name uses it."""
     names = _all_names(model)
     stem = f"{base}/{_TAGS[kind]}"
     counter = 0
     while True:
         prefix = stem if counter == 0 else f"{stem}_{counter}"
         head = prefix + "/"
-        if (
-            (taken is None or prefix not in taken)
-            and prefix not in names
-            and not any(name.startswith(head) for name in names)
-        ):
-            if taken is not None:
-                taken.add(prefix)
+        if prefix not in names and not any(name.startswith(head) for name in names):
             return prefix
         counter += 1
 
 
 def _all_names(model: onnx.ModelProto) -> set[str]:
+    """Every node name and tensor name of the model, subgraphs included."""
     graph = model.graph
-    names = {node.name for node in graph.node} | {o for node in graph.node for o in node.output}
+    names: set[str] = set()
+    for node, owner in iter_nodes(graph):
+        names.add(node.name)
+        names.update(node.output)
+        if owner is not graph:
+            names.update(v.name for v in owner.input)
     names.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
     names.update(t.name for t in graph.initializer)
     return names
