@@ -328,3 +328,28 @@ def test_straight_through_passes_q_unchanged_for_every_finite_bit_pattern():
     assert report.construct is not None and report.construct.consumers == ("neg",)
     session = ort.InferenceSession(wrapped.SerializeToString(), session_options())
     assert np.array_equal(session.run(None, {"x": x})[0].view(np.uint32), (-np.round(x)).view(np.uint32))
+
+
+def test_graphsurgeon_graph_in_graphsurgeon_graph_out():
+    gs = pytest.importorskip("onnx_graphsurgeon")
+    graph, report = scale_gradient(gs.import_onnx(_model()), "h", -1.0, ["add"])
+    assert isinstance(graph, gs.Graph) and report.modified
+    assert [c.name for c in list_stop_gradients(graph).constructs] == ["h/GradScale"]
+
+
+def test_readers_inside_subgraphs_are_refused():
+    model = _model()
+    branch = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["b"], name="inner")],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4])],
+    )
+    cond = helper.make_node("Constant", [], ["c"], name="cond", value=numpy_helper.from_array(np.array(True)))
+    if_node = helper.make_node("If", ["c"], ["z"], name="if", then_branch=branch, else_branch=branch)
+    model.graph.node.extend([cond, if_node])
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4]))
+    with pytest.raises(ConstructError, match="reads 'h' inside its subgraph"):
+        scale_gradient(model, "h", 2.0)
+    scaled, report = scale_gradient(model, "h", 2.0, ["add"])  # the other edges are fine
+    assert report.construct is not None and report.construct.consumers == ("add",)
