@@ -351,5 +351,5 @@ def test_readers_inside_subgraphs_are_refused():
     model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4]))
     with pytest.raises(ConstructError, match="reads 'h' inside its subgraph"):
         scale_gradient(model, "h", 2.0)
-    scaled, report = scale_gradient(model, "h", 2.0, ["add"])  # the other edges are fine
+    _, report = scale_gradient(model, "h", 2.0, ["add"])  # the other edges are fine
     assert report.construct is not None and report.construct.consumers == ("add",)
