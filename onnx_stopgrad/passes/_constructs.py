@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads
+from .._flow import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads, not_utf8_error
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError
 from .reports import ConstructInfo
@@ -234,8 +234,11 @@ def ensure_opset(model: onnx.ModelProto) -> bool:
 def find_constructs(model: onnx.ModelProto) -> list[Construct]:
     """Every gradient-scale and straight-through construct of the main graph, in node order."""
     graph = model.graph
-    if not any(node.name.endswith("/Output") and node.op_type == "Sub" for node in graph.node):
-        return []  # the common case, decided in one cheap pass
+    try:
+        if not any(node.op_type == "Sub" and node.name.endswith("/Output") for node in graph.node):
+            return []  # the common case, decided in one cheap pass
+    except TypeError:  # protobuf hands out a name that is not UTF-8 as bytes
+        raise not_utf8_error() from None
     by_name = {node.name: index for index, node in enumerate(graph.node) if node.name}
     readers: dict[str, set[int]] = {}
     for index, node in enumerate(graph.node):

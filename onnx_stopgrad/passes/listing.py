@@ -14,8 +14,9 @@ __all__ = ["list_stop_gradients"]
 def list_stop_gradients(model: ModelInput) -> ListReport:
     """Describe every StopGradient in ``model`` (a ModelProto, path or graphsurgeon Graph)."""
     proto = read_model(model)
+    _, every_stop = find_stops(proto)  # checks the model's structure first
     constructs = _constructs.find_constructs(proto)
-    stops = stops_outside_constructs(find_stops(proto)[1], constructs)
+    stops = stops_outside_constructs(every_stop, constructs)
     infos = tuple(
         StopGradientInfo(
             node=stop.label,

@@ -87,8 +87,9 @@ def remove_in_place(
     model: onnx.ModelProto, at: str | Sequence[str] | None = None, to_identity: bool = False
 ) -> RemoveReport:
     """Like :func:`remove_stop_gradient`, but changes ``model`` itself."""
+    _, every_stop = find_stops(model)  # checks the model's structure first
     constructs = _constructs.find_constructs(model)
-    stops = stops_outside_constructs(find_stops(model)[1], constructs)
+    stops = stops_outside_constructs(every_stop, constructs)
     chosen, chosen_constructs = _choose(stops, at, constructs)
     keys = {(stop.scope.path, stop.node.output[0]) for stop in chosen}
     removals: list[Removal] = []

@@ -18,6 +18,7 @@ from .._flow import is_stop_gradient, iter_nodes, node_label
 from ..errors import ConstructError, TensorNotFoundError
 from . import _constructs as family
 from ._model import ModelInput, open_model
+from ._scope import validate
 from ._select import node_names, not_found_message, tensor_names
 from .family_reports import ScaleReport
 from .insert import insert_in_place
@@ -42,6 +43,7 @@ def scale_in_place(
     model: onnx.ModelProto, at: str, factor: float, consumers: Iterable[str] | None = None
 ) -> ScaleReport:
     """Like :func:`scale_gradient`, but changes ``model`` itself (nothing, on an error)."""
+    validate(model)  # one-line errors for malformed graphs before anything else
     factor = float(factor)
     only = None if consumers is None else tuple(consumers)
     if not math.isfinite(factor):

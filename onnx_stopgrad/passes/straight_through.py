@@ -20,6 +20,7 @@ from .._flow import iter_nodes, node_label
 from ..errors import ConstructError, TensorNotFoundError
 from . import _constructs as family
 from ._model import ModelInput, open_model
+from ._scope import validate
 from ._select import node_names, not_found_message
 from .family_reports import StraightThroughReport
 
@@ -58,6 +59,7 @@ def straight_through_in_place(
     model: onnx.ModelProto, node: str, last: str | None = None, input: str | None = None
 ) -> StraightThroughReport:
     """Like :func:`straight_through`, but changes ``model`` itself (nothing, on an error)."""
+    validate(model)  # one-line errors for malformed graphs before anything else
     graph = model.graph
     first_index = _find_node(model, node)
     last_index = first_index if last is None or last == node else _find_node(model, last)
