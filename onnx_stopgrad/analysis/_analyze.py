@@ -32,6 +32,7 @@ from ._report import (
     AnalysisReport,
     CostEstimate,
     GradientGraphSize,
+    ModeInfo,
     NodeRef,
     ParameterInfo,
     ParameterTotals,
@@ -115,8 +116,19 @@ def analyze(
         gradient_graph=gradient_graph,
         costs=costs,
         warnings=warnings,
+        modes=_modes(proto, flow.trainable, float_targets),
         constructs=constructs,
     )
+
+
+def _modes(proto: onnx.ModelProto, trainable: Sequence[str], targets: Sequence[str]) -> list[ModeInfo]:
+    """Which BatchNormalization/Dropout nodes ``artifacts`` runs in which mode by default."""
+    from ..training._modes import plan_modes
+
+    return [
+        ModeInfo(m.node, m.op_type, m.exported, m.mode, m.region)
+        for m in plan_modes(proto, trainable, targets)
+    ]
 
 
 def _is_float(name: str, table: ShapeTable) -> bool:

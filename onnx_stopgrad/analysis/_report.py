@@ -14,6 +14,7 @@ __all__ = [
     "ParameterTotals",
     "StopInfo",
     "NodeRef",
+    "ModeInfo",
     "GradientGraphSize",
     "CostEstimate",
     "AnalysisReport",
@@ -66,6 +67,19 @@ class StopInfo:
 class NodeRef:
     name: str
     op_type: str
+
+
+@dataclass(frozen=True)
+class ModeInfo:
+    """The mode a BatchNormalization/Dropout node trains in with ``artifacts``' defaults."""
+
+    name: str
+    op_type: str
+    #: "train" or "eval": what the export says / what training does.
+    exported: str
+    mode: str
+    #: "frozen" (behind the stops: always eval) or "trainable".
+    region: str
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,8 @@ class AnalysisReport:
     costs: CostEstimate
     warnings: list[str]
     schema_version: int = SCHEMA_VERSION
+    #: BatchNormalization/Dropout nodes and the mode each trains in (``artifacts`` defaults).
+    modes: list[ModeInfo] = field(default_factory=list)
     #: Gradient-scale and straight-through constructs (their StopGradient nodes are not in ``stops``).
     constructs: list[ConstructInfo] = field(default_factory=list)
 
@@ -213,6 +229,14 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
     if c.tensors_of_unknown_size:
         lines.append(f"  {c.tensors_of_unknown_size} tensor(s) of unknown size left out")
     lines.append("  assumptions: backward = forward FLOPs per input needing a gradient; see docs/analyze-show.md")
+    if r.modes:
+        lines.append("training modes (artifacts defaults; behind the stops always eval):")
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for m in r.modes:
+            groups.setdefault((m.op_type, m.mode, m.region), []).append(m.name)
+        for (op_type, mode, region), nodes in groups.items():
+            more = f", ... and {len(nodes) - limit} more" if len(nodes) > limit else ""
+            lines.append(f"  {op_type} {mode}, {region} ({len(nodes)}): {', '.join(nodes[:limit])}{more}")
     for warning in r.warnings:
         lines.append(f"warning: {warning}")
     return lines

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..training._choices import LOSSES, OPTIMIZERS
+from ..training._modes import BATCHNORM_MODES, DROPOUT_MODES, mode_dict, mode_lines
 from . import main
 from ._options import json_option, model_argument
 
@@ -51,6 +52,14 @@ def _names(names: tuple[str, ...]) -> str:
     "--frozen", "frozen", multiple=True, metavar="NAME", help="Also freeze this parameter (repeatable)."
 )
 @click.option("--prefix", default="", help="Prefix of the artifact file names.")
+@click.option(
+    "--batchnorm", type=click.Choice(BATCHNORM_MODES), default="as-exported", show_default=True,
+    help="BatchNormalization mode in the trainable region (behind the stops: always eval).",
+)
+@click.option(
+    "--dropout", type=click.Choice(DROPOUT_MODES), default="as-exported", show_default=True,
+    help="Dropout in the trainable region (behind the stops: always off).",
+)
 @json_option
 def artifacts(
     model: Path,
@@ -61,6 +70,8 @@ def artifacts(
     requires_grad: tuple[str, ...],
     frozen: tuple[str, ...],
     prefix: str,
+    batchnorm: str,
+    dropout: str,
     as_json: bool,
 ) -> None:
     """Write training_model.onnx, eval_model.onnx, optimizer_model.onnx and checkpoint.
@@ -68,6 +79,14 @@ def artifacts(
     No gradient is computed behind a StopGradient; parameters reached only through
     stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
     stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+
+    BatchNormalization and Dropout behind the stops run in inference mode; in the
+    trainable region they run as exported, unless --batchnorm/--dropout say otherwise.
+
+    \b
+    Examples:
+      onnx-stopgrad artifacts resnet.onnx --at layer3_out --loss crossentropy
+      onnx-stopgrad artifacts resnet.onnx --loss crossentropy --batchnorm train --dropout off
     """
     from ..training import generate_artifacts
 
@@ -75,6 +94,7 @@ def artifacts(
     result = generate_artifacts(
         model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
+        batchnorm=batchnorm, dropout=dropout,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
@@ -86,6 +106,7 @@ def artifacts(
             "gradient_nodes": result.gradient_nodes,
             "gradient_nodes_without_stops": result.gradient_nodes_without_stops,
             "gradient_nodes_removed": removed, "adjustments": list(result.adjustments),
+            "modes": [mode_dict(m) for m in result.modes],
         }, indent=2))  # fmt: skip
         return
     for line in inserted:
@@ -101,6 +122,8 @@ def artifacts(
             f"gradient nodes: {result.gradient_nodes}; the stops removed {removed} "
             f"({result.gradient_nodes_without_stops} without them)"
         )
+    for line in mode_lines(result.modes, _names):
+        click.echo(line)
     for line in result.adjustments:
         click.echo(f"adjusted: {line}")
 

@@ -3,7 +3,9 @@
 ``generate_artifacts`` is a drop-in for ``onnxruntime.training.artifacts.generate_artifacts``
 whose gradient graph computes nothing behind a StopGradient; ``load`` opens the result
 with the op library registered; ``fit`` trains on arrays named after the model's inputs;
-``export_for_inference`` writes the trained model for inference.
+``export_for_inference`` writes the trained model for inference. BatchNormalization and
+Dropout behind the stops run in inference mode; ``RunningStatistics`` keeps the running
+statistics of BatchNormalization nodes that train in training mode.
 ONNX Runtime training (and torch, which it imports) load on first use.
 """
 
@@ -15,6 +17,8 @@ from ._count import count_gradient_nodes, is_gradient_node
 from ._export import export_for_inference
 from ._load import load
 from ._loop import fit, read_npz
+from ._modes import BATCHNORM_MODES, DROPOUT_MODES, NodeMode
+from ._running import RunningStatistics
 
 __all__ = [
     "ArtifactsReport",
@@ -27,4 +31,8 @@ __all__ = [
     "read_npz",
     "LOSSES",
     "OPTIMIZERS",
+    "BATCHNORM_MODES",
+    "DROPOUT_MODES",
+    "NodeMode",
+    "RunningStatistics",
 ]

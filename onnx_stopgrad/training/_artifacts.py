@@ -22,9 +22,13 @@ from ..errors import TrainingError
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
 from . import _ort
+from ._activations import restore_hard_activations
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
+from ._mode_plan import mode_adjustments, prepare_modes
+from ._mode_rewrite import ModeRewrite
+from ._modes import NodeMode
 from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
@@ -56,6 +60,8 @@ class ArtifactsReport:
     gradient_nodes_without_stops: int | None
     #: One line per StopGradient inserted from ``stop_at`` before the build.
     inserted: tuple[str, ...] = ()
+    #: The mode each BatchNormalization/Dropout node trains in (:class:`NodeMode`).
+    modes: tuple[NodeMode, ...] = ()
 
     @property
     def gradient_nodes_removed(self) -> int | None:
@@ -81,6 +87,8 @@ def generate_artifacts(
     *,
     stop_at: Sequence[str] = (),
     measure_removed: bool = True,
+    batchnorm: str = "as-exported",
+    dropout: str = "as-exported",
 ) -> ArtifactsReport:
     """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
 
@@ -91,6 +99,12 @@ def generate_artifacts(
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
     ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
     (into the private copy; the input model is never changed).
+
+    BatchNormalization and Dropout nodes behind the stops run in inference mode (running
+    statistics, identity). In the trainable region they run as exported, or as
+    ``batchnorm`` (``"as-exported"``, ``"train"``, ``"eval"``) and ``dropout``
+    (``"as-exported"``, ``"on"``, ``"off"``) say; running statistics are never trained
+    (see :mod:`onnx_stopgrad.training._mode_rewrite`).
     """
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
@@ -107,6 +121,8 @@ def generate_artifacts(
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
+    modes, plan, rewrite = prepare_modes(proto, plan, targets, batchnorm, dropout)
+    adjustments.extend(mode_adjustments(rewrite))
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
     if custom_op_library is None and stops:
         custom_op_library = _stop_library()
@@ -120,7 +136,7 @@ def generate_artifacts(
             loss=loss, optimizer=optimizer, prefix=prefix, ort_format=ort_format,
             custom_op_library=custom_op_library, nominal_checkpoint=nominal_checkpoint,
             additional_output_names=list(additional_output_names or ()),
-            loss_input_names=loss_input_names,
+            loss_input_names=loss_input_names, rewrite=rewrite,
         )  # fmt: skip
         adjustments.extend(
             f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant"
@@ -149,6 +165,7 @@ def generate_artifacts(
         gradient_nodes=gradient_nodes,
         gradient_nodes_without_stops=without,
         inserted=inserted,
+        modes=tuple(modes),
     )
 
 
@@ -190,6 +207,7 @@ def _build(
     prefix: str,
     ort_format: bool,
     custom_op_library: Any,
+    rewrite: ModeRewrite,
     **ort_options: Any,
 ) -> ParameterPlan:
     """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
@@ -201,6 +219,7 @@ def _build(
     detached, stops = detach_stops(proto)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
+    extra_outputs = additional_output_names + temporary + list(rewrite.updates)
     for _ in range(_MAX_CONSTANT_RETRIES):
         try:
             with _ort.quiet_ort():
@@ -211,23 +230,30 @@ def _build(
                     artifact_directory=staging,
                     prefix=prefix,
                     custom_op_library=custom_op_library,
-                    additional_output_names=(additional_output_names + temporary) or None,
+                    additional_output_names=extra_outputs or None,
                     **{key: copy.deepcopy(value) for key, value in ort_options.items()},
                 )
             break
         except Exception as exc:  # ORT raises RuntimeError, Fail, LookupError, ...
             name = _ort.unreachable_param(exc)
-            if not plan.derived or name not in plan.trainable or len(plan.trainable) == 1:
+            if not plan.derived or name not in plan.trainable:
                 raise _ort.ort_error(exc, "build the gradient graph") from exc
             log.info("ORT cannot differentiate %s: treating it as a constant", name)
             plan = ParameterPlan(
                 tuple(p for p in plan.trainable if p != name), plan.frozen, True, (*plan.constants, name)
             )
+            if not plan.trainable:
+                log.warning("nothing trains: ONNX Runtime cannot differentiate the parameters that reach the loss")
     model_outputs = json.dumps([o.name for o in proto.graph.output] + additional_output_names)
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"
         built = onnx.load(str(path))
         restore_stops(built, stops, temporary)
+        if kind == "training":
+            rewrite.finish_training(built)
+        else:
+            rewrite.finish_eval(built)
+            restore_hard_activations(built)
         cap_ir_version(built)
         if kind == "eval":  # what export_for_inference keeps
             _keep_props(built.metadata_props, lambda p: p.key != OUTPUTS_METADATA_KEY)

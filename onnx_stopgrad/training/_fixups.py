@@ -11,6 +11,7 @@ import logging
 import onnx
 
 from ..errors import TrainingError
+from ._activations import decompose_hard_activations
 
 __all__ = ["MAX_IR_VERSION", "MAX_OPSET", "apply_fixups", "cap_ir_version"]
 
@@ -45,6 +46,7 @@ def apply_fixups(model: onnx.ModelProto) -> list[str]:
     changes.extend(_downgrade_opset(model))
     changes.extend(_add_gradient_outputs(model.graph))
     changes.extend(_cast_like_to_cast(model))
+    changes.extend(decompose_hard_activations(model))
     for change in changes:
         log.info("adjusted: %s", change)
     return changes

@@ -40,7 +40,10 @@ def load(
     """Return ORT's ``(CheckpointState, Module, Optimizer)``; Optimizer is None without one.
 
     The StopGradient library is registered with the sessions (added to ``options``, an
-    ``onnxruntime.SessionOptions``, when given), so models with stops run.
+    ``onnxruntime.SessionOptions``, when given), so models with stops run. When a
+    BatchNormalization trains in training mode, ``module(...)`` returns the loss followed
+    by the updated running statistics: pass them to ``RunningStatistics.update`` after
+    each step (``fit`` does).
     """
     _ort.ort_artifacts()
     from onnxruntime.training import api

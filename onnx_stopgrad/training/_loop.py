@@ -21,6 +21,7 @@ import onnx
 
 from ..errors import TrainingError
 from ._load import artifact_paths, load
+from ._running import RunningStatistics
 
 __all__ = ["InputSpec", "training_inputs", "read_npz", "fit", "batches"]
 
@@ -135,6 +136,7 @@ def fit(
     if on_start is not None:
         on_start(epochs * (count // batch_size if fixed else -(-count // batch_size)))
     rng = np.random.default_rng(seed)
+    running = RunningStatistics.of(artifact_directory)
     module.train()
     history = []
     for epoch in range(epochs):
@@ -142,6 +144,7 @@ def fit(
         for batch in batches(data, batch_size, rng, drop_last=bool(fixed)):
             outputs = module(*[batch[name] for name in names])
             loss = float(np.asarray(outputs[0] if isinstance(outputs, (tuple, list)) else outputs))
+            running.update(state, module, outputs)
             optimizer.step()
             module.lazy_reset_grad()
             losses.append(loss)

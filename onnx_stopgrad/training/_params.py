@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ NON_DIFFERENTIABLE_INPUTS: dict[str, frozenset[int]] = {
 }  # fmt: skip
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class ParameterPlan:
     """The lists handed to ORT, plus what the defaults were derived from."""
@@ -58,8 +62,6 @@ def plan_parameters(
     flow = analyze_gradient_flow(model, targets)
     if requires_grad is not None:
         wanted = list(dict.fromkeys(requires_grad))
-        if not wanted:
-            raise TrainingError("requires_grad is empty: nothing to train; pass None to derive it")
         _check_known(wanted, params, "requires_grad")
         both = sorted(set(wanted) & set(frozen_given))
         if both:
@@ -75,24 +77,32 @@ def plan_parameters(
                 raise TrainingError(
                     f"parameter {name!r} does not reach the loss at all; remove it from requires_grad"
                 )
+        if not wanted:
+            log.warning("requires_grad is empty: nothing trains (as in ONNX Runtime's generate_artifacts)")
         return ParameterPlan(tuple(wanted), tuple(frozen_given), derived=False)
     differentiable = differentiable_tensors(model, targets)
     constants = tuple(p for p in flow.trainable if p not in differentiable)
     trainable = [p for p in flow.trainable if p not in frozen_given and p not in constants]
-    if not trainable and set(flow.trainable) - set(constants):
-        raise TrainingError("every parameter that reaches the loss is in frozen_params: nothing to train")
-    if not trainable and constants:
-        raise TrainingError(
-            f"the parameters that reach the loss ({', '.join(constants[:3])}) do so only through "
-            "inputs ONNX Runtime does not differentiate (e.g. a Pow exponent): nothing to train"
-        )
-    if not trainable:
-        raise TrainingError(
-            "no parameter reaches the loss except through StopGradient nodes: nothing to train "
-            "(move a stop, or list parameters in requires_grad)"
-        )
     frozen = sorted(set(flow.frozen) | set(frozen_given) - set(trainable))
+    if not trainable:
+        log.warning("nothing trains: %s", _why_nothing_trains(params, flow.trainable, frozen_given, constants))
     return ParameterPlan(tuple(trainable), tuple(frozen), derived=True, constants=constants)
+
+
+def _why_nothing_trains(
+    params: set[str], reaching: Sequence[str], frozen_given: Sequence[str], constants: Sequence[str]
+) -> str:
+    """The real reason a derived ``requires_grad`` came out empty, for the warning."""
+    if not params:
+        return "the model has no float initializer (no weights)"
+    if set(reaching) - set(constants):
+        return "every parameter that reaches the loss is in frozen_params"
+    if constants:
+        return (
+            f"the parameters that reach the loss ({', '.join(constants[:3])}) do so only through inputs "
+            "ONNX Runtime does not differentiate (e.g. a Pow exponent)"
+        )
+    return "no parameter reaches the loss except through StopGradient nodes (move a stop to train some)"
 
 
 def differentiable_tensors(model: onnx.ModelProto, targets: Sequence[str]) -> set[str]:

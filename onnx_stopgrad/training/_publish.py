@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import secrets
 from pathlib import Path
 
 from ..errors import ModelSaveError
@@ -21,7 +21,7 @@ def make_staging_dir(target: Path) -> Path:
     parent = target if target.is_dir() else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
+        return _new_directory(parent, f".{target.name}.", ".partial")
     except OSError as exc:
         raise ModelSaveError(
             f"{target}: cannot create it ({exc.strerror}); choose another directory"
@@ -48,6 +48,18 @@ def publish(staging: Path, target: Path, checkpoint_names: tuple[str, ...]) -> l
     finally:
         discard(staging)
     return [target / name for name in names]
+
+
+def _new_directory(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new directory with a random name and the user's umask (``mkdtemp`` makes 0700;
+    artifacts get the permissions ORT's own would)."""
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def discard(staging: Path) -> None:

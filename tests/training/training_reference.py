@@ -98,3 +98,29 @@ def ort_without_stops(model, requires_grad, loss, directory) -> int:
         optimizer=artifacts.OptimType.AdamW, artifact_directory=directory,
     )  # fmt: skip
     return backward_nodes(directory)
+
+
+def assert_same_artifacts(ours, theirs, differing: tuple[str, ...] = ()) -> None:
+    """Two artifact folders hold the same files, graphs (up to onnxblock's name counters;
+    but the models named in ``differing``) and checkpoint parameters, bit for bit."""
+    import os
+    import re
+
+    import onnx
+    from onnxruntime.training.api import CheckpointState
+
+    def unnumbered(graph) -> str:  # onnxblock numbers new names with a process-wide counter
+        return re.sub(r"::\d+", "::#", str(graph))
+
+    assert sorted(os.listdir(ours)) == sorted(os.listdir(theirs))
+    for name in sorted(os.listdir(ours)):
+        if name.endswith(".onnx") and name not in differing:
+            mine, other = onnx.load(os.path.join(ours, name)), onnx.load(os.path.join(theirs, name))
+            assert unnumbered(mine.graph) == unnumbered(other.graph), name
+            assert mine.ir_version <= 10
+    states = [CheckpointState.load_checkpoint(os.path.join(d, "checkpoint")) for d in (ours, theirs)]
+    params = [{name: (p.data, p.requires_grad) for name, p in s.parameters} for s in states]
+    assert params[0].keys() == params[1].keys()
+    for name, (data, requires_grad) in params[0].items():
+        np.testing.assert_array_equal(data, params[1][name][0])
+        assert requires_grad == params[1][name][1]
