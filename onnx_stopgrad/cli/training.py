@@ -37,6 +37,13 @@ def _names(names: tuple[str, ...]) -> str:
 @click.option(
     "--loss", type=click.Choice(sorted(LOSSES)), required=True, help="Loss added on the model's output."
 )
+@click.option(
+    "--loss-input",
+    "loss_inputs",
+    multiple=True,
+    metavar="NAME",
+    help="Output the loss reads (repeatable; a second NAME is its labels/target) [default: all outputs].",
+)
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default="adamw", show_default=True)
 @click.option(
     "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
@@ -65,6 +72,7 @@ def artifacts(
     model: Path,
     output: Path | None,
     loss: str,
+    loss_inputs: tuple[str, ...],
     optimizer: str,
     ats: tuple[str, ...],
     requires_grad: tuple[str, ...],
@@ -83,10 +91,16 @@ def artifacts(
     BatchNormalization and Dropout behind the stops run in inference mode; in the
     trainable region they run as exported, unless --batchnorm/--dropout say otherwise.
 
+    crossentropy reads logits with the class axis last, (N, C) or (B, T, C) as LMs and
+    token classifiers output them, with int64 labels (N,) or (B, T); labels -100 are skipped.
+
     \b
     Examples:
       onnx-stopgrad artifacts resnet.onnx --at layer3_out --loss crossentropy
       onnx-stopgrad artifacts resnet.onnx --loss crossentropy --batchnorm train --dropout off
+      onnx-stopgrad artifacts classifier.stopgrad.onnx --loss crossentropy
+      onnx-stopgrad artifacts gpt2.onnx --at /model/transformer/h.0/Add_1_output_0 --loss crossentropy \
+        --loss-input logits
     """
     from ..training import generate_artifacts
 
@@ -95,6 +109,7 @@ def artifacts(
         model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
         batchnorm=batchnorm, dropout=dropout,
+        loss_input_names=list(loss_inputs) or None,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
@@ -150,8 +165,9 @@ def train(
     """Run the training loop of DIR (made by `onnx-stopgrad artifacts`) and print the loss per epoch.
 
     The .npz arrays are named after the training model's inputs: the model's own inputs
-    plus the loss's `labels` (crossentropy, int64) or `target` (mse, l1, bce); examples
-    along axis 0. The trained parameters are saved back into DIR/checkpoint.
+    plus the loss's `labels` (crossentropy, int64; (N,) or (N, T) for sequence logits, -100
+    skips a position) or `target` (mse, l1, bce); examples along axis 0. The trained
+    parameters are saved back into DIR/checkpoint.
     """
     from tqdm import tqdm
 

@@ -26,6 +26,7 @@ from ._activations import restore_hard_activations
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
 from ._fixups import apply_fixups, cap_ir_version
+from ._losses import prepare_loss
 from ._mode_plan import mode_adjustments, prepare_modes
 from ._mode_rewrite import ModeRewrite
 from ._modes import NodeMode
@@ -33,6 +34,7 @@ from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
+from ._ties import warn_split_ties
 
 __all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "GRADIENT_NODE_MARK"]
 
@@ -97,7 +99,9 @@ def generate_artifacts(
     created; its files appear only once all of them are built. ``measure_removed``
     builds the gradient graph a second time, without the stops, to count what they saved.
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
-    ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
+    ``"mse"`` / ``"adamw"``; ``"crossentropy"`` reads logits with the class axis last,
+    ``(N, C)`` or ``(B, T, C)``, and skips labels equal to -100, as PyTorch does. A model
+    output the loss cannot read is refused before anything is built. ``stop_at`` names tensors to insert a StopGradient at first
     (into the private copy; the input model is never changed).
 
     BatchNormalization and Dropout nodes behind the stops run in inference mode (running
@@ -118,11 +122,13 @@ def generate_artifacts(
         insert_report = insert_in_place(proto, list(stop_at))
         inserted = tuple(line for line in insert_report.summary().splitlines() if line)
     adjustments = apply_fixups(proto)
+    loss = prepare_loss(loss, proto, loss_input_names)
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
     modes, plan, rewrite = prepare_modes(proto, plan, targets, batchnorm, dropout)
     adjustments.extend(mode_adjustments(rewrite))
+    warn_split_ties(proto, plan.trainable)
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
     if custom_op_library is None and stops:
         custom_op_library = _stop_library()

@@ -12,6 +12,7 @@ import onnx
 
 from ..errors import TrainingError
 from ._activations import decompose_hard_activations
+from ._split_fixup import split_sequences
 
 __all__ = ["MAX_IR_VERSION", "MAX_OPSET", "apply_fixups", "cap_ir_version"]
 
@@ -47,6 +48,7 @@ def apply_fixups(model: onnx.ModelProto) -> list[str]:
     changes.extend(_add_gradient_outputs(model.graph))
     changes.extend(_cast_like_to_cast(model))
     changes.extend(decompose_hard_activations(model))
+    changes.extend(split_sequences(model))
     for change in changes:
         log.info("adjusted: %s", change)
     return changes

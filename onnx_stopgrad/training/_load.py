@@ -43,7 +43,8 @@ def load(
     ``onnxruntime.SessionOptions``, when given), so models with stops run. When a
     BatchNormalization trains in training mode, ``module(...)`` returns the loss followed
     by the updated running statistics: pass them to ``RunningStatistics.update`` after
-    each step (``fit`` does).
+    each step (``fit`` does). ONNX Runtime's warnings are left out unless the ``onnx_stopgrad`` logger is enabled for INFO (or
+    ``options`` sets ``log_severity_level`` itself).
     """
     _ort.ort_artifacts()
     from onnxruntime.training import api
@@ -52,6 +53,8 @@ def load(
 
     paths = artifact_paths(artifact_directory, prefix)
     options = session_options(options)
+    if options.log_severity_level < 0:  # not chosen by the caller
+        options.log_severity_level = _ort.session_log_severity()
     try:
         state = api.CheckpointState.load_checkpoint(str(paths["checkpoint"]))
         module = api.Module(

@@ -21,6 +21,7 @@ import onnx
 
 from ..errors import TrainingError
 from ._load import artifact_paths, load
+from ._losses import check_label_values, label_classes
 from ._running import RunningStatistics
 
 __all__ = ["InputSpec", "training_inputs", "read_npz", "fit", "batches"]
@@ -117,8 +118,10 @@ def fit(
     state, module, optimizer = load(artifact_directory)
     if optimizer is None:
         raise TrainingError(f"{artifact_directory}: no optimizer_model.onnx; rebuild with --optimizer")
-    specs = training_inputs(module, artifact_paths(artifact_directory)["eval"])
+    eval_path = artifact_paths(artifact_directory)["eval"]
+    specs = training_inputs(module, eval_path)
     data = _check_data(data, specs)
+    check_label_values(data, label_classes(onnx.load(str(eval_path), load_external_data=False)))
     fixed = {s.fixed_batch for s in specs} - {None}
     if batch_size is None:
         batch_size = fixed.pop() if len(fixed) == 1 else 32

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import TrainingError
 
-__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param"]
+__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param", "session_log_severity"]
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,9 @@ _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for 
 _FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
 #: "<source file>:<line> <C++ signature>" prefixes of ORT's messages: noise to users.
-_CXX_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*)?")
+_CXX_LOCATION = re.compile(
+    r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)(?:::<lambda\([^()]*\)>)?\s*)?"
+)
 _MAX_MESSAGE = 240
 
 
@@ -58,6 +60,13 @@ def quiet_ort() -> Iterator[None]:
             text = sink.read().decode(errors="replace")
             if text.strip():
                 log.debug("onnxruntime wrote:\n%s", text)
+
+
+def session_log_severity() -> int:
+    """ORT's log level for the sessions this package opens: its warnings (such as
+    "Removing initializer ... not used by any node") only when this package's logger is
+    enabled for INFO (the CLI's ``-v``, or ``logging`` configured so); else errors only."""
+    return 2 if logging.getLogger("onnx_stopgrad").isEnabledFor(logging.INFO) else 3
 
 
 def unreachable_param(exc: BaseException) -> str | None:

@@ -23,3 +23,16 @@ def test_cxx_locations_are_dropped_and_long_messages_cut() -> None:
     assert str(short) == "ONNX Runtime could not load: model is bad"
     long = ort_error(RuntimeError(_SIGNATURE + "detail " * 200), "load")
     assert len(str(long)) < 330 and "onnxruntime_src" not in str(long) and "-v" in str(long)
+
+
+def test_lambda_signatures_are_dropped() -> None:
+    raised = RuntimeError(
+        "/onnxruntime_src/orttraining/orttraining/python/orttraining_pybind_state.cc:621 "
+        "onnxruntime::python::addObjectMethodsForTraining(pybind11::module&)::<lambda(onnxruntime::python::"
+        "PyGradientGraphBuilderContext*)> [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Cannot compute the "
+        "partial derivative for 'W' as it's unreachable from the output node(s)."
+    )
+    assert str(ort_error(raised, "build the gradient graph")) == (
+        "ONNX Runtime could not build the gradient graph: Cannot compute the partial derivative for 'W' "
+        "as it's unreachable from the output node(s)."
+    )
