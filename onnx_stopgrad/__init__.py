@@ -29,6 +29,8 @@ _LAZY = {
     "insert_stop_gradient": ".passes",
     "remove_stop_gradient": ".passes",
     "list_stop_gradients": ".passes",
+    "scale_gradient": ".passes",
+    "straight_through": ".passes",
     "InsertReport": ".passes",
     "RemoveReport": ".passes",
     "StopGradientInfo": ".passes",

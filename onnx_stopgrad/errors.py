@@ -15,6 +15,7 @@ __all__ = [
     "InvalidModelError",
     "LibraryError",
     "TrainingError",
+    "ConstructError",
 ]
 
 
@@ -44,3 +45,7 @@ class LibraryError(StopGradError):
 
 class TrainingError(StopGradError):
     """Training artifacts cannot be built or loaded as asked."""
+
+
+class ConstructError(StopGradError):
+    """A gradient-scale or straight-through construct cannot be built as asked."""

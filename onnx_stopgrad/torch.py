@@ -12,6 +12,9 @@ StopGradient node of the project's domain:
 
 Only calls made by the module's own code while it is traced are converted; PyTorch's
 internals and the exporter keep the real ``detach``, which is restored afterwards.
+
+:func:`gradient_scale` and :func:`straight_through` (see ``_torch_family``) export, with
+either exporter, to the constructs ``onnx-stopgrad scale`` / ``straight-through`` build.
 """
 
 from __future__ import annotations
@@ -34,10 +37,19 @@ import onnx
 import torch  # the real torch: absolute import, not this module
 
 from . import _io
+from ._torch_family import expand_placeholders, gradient_scale, straight_through, translations
 from ._names import DOMAIN, OP_TYPE, OPSET_VERSION, QUALIFIED_OP
 from .errors import InvalidModelError, ModelSaveError, StopGradError
 
-__all__ = ["export", "keep_detach", "translation_table", "DetachLog", "ExportReport"]
+__all__ = [
+    "export",
+    "keep_detach",
+    "translation_table",
+    "DetachLog",
+    "ExportReport",
+    "gradient_scale",
+    "straight_through",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +139,7 @@ def translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     def stop_gradient(x: Any) -> Any:
         return getattr(opset, OP_TYPE)(x)
 
-    return {torch.ops.onnx_stopgrad.stop_gradient.default: stop_gradient}
+    return {torch.ops.onnx_stopgrad.stop_gradient.default: stop_gradient, **translations(opset)}
 
 
 _lock = threading.RLock()
@@ -353,7 +365,8 @@ def _with_stop_gradient_translation(dynamo: bool, options: dict[str, Any]) -> di
 
 
 def _finish(model: onnx.ModelProto) -> int | None:
-    """Ensure the op library's opset import and an IR version ORT 1.19 loads."""
+    """Expand gradient constructs; ensure the op library's opset import and an IR version ORT 1.19 loads."""
+    expand_placeholders(model)
     imports = {entry.domain: entry for entry in model.opset_import}
     if DOMAIN in imports:
         imports[DOMAIN].version = OPSET_VERSION

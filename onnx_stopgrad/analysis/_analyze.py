@@ -19,7 +19,7 @@ from .._flow import (
 )
 from .._io import ModelLike, load_model
 from ..errors import InvalidModelError, TensorNotFoundError
-from ..passes import insert_stop_gradient, validate_model
+from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
 from ._ort_graph import (
@@ -71,7 +71,7 @@ def analyze(
         raise InvalidModelError(
             f"no floating-point loss output among {', '.join(targets)}; name one with --loss-output"
         )
-    flow = analyze_gradient_flow(proto, float_targets)
+    flow = analyze_gradient_flow(_constructs.gradient_view(proto), float_targets)
     params = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
 
     def infos(names: Iterable[str]) -> list[ParameterInfo]:
@@ -84,7 +84,9 @@ def analyze(
         "unaffected": infos(p for p in flow.trainable if p not in partial),
         "unreachable": infos(flow.unreachable),
     }
-    stops = _stops(proto, flow, existing, float_targets)
+    constructs = list(_constructs.describe(proto))
+    in_constructs = {name for construct in constructs for name in construct.nodes}
+    stops = [stop for stop in _stops(proto, flow, existing, float_targets) if stop.name not in in_constructs]
     without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, table, cut_stops=False)
     with_ = plan_backward(graph, flow.trainable, float_targets, table, cut_stops=True)
     kept_static = set(with_.nodes)
@@ -115,6 +117,7 @@ def analyze(
         costs=costs,
         warnings=warnings,
         modes=_modes(proto, flow.trainable, float_targets),
+        constructs=constructs,
     )
 
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..passes.reports import ConstructInfo
+
 __all__ = [
     "SCHEMA_VERSION",
     "ParameterInfo",
@@ -143,6 +145,8 @@ class AnalysisReport:
     schema_version: int = SCHEMA_VERSION
     #: BatchNormalization/Dropout nodes and the mode each trains in (``artifacts`` defaults).
     modes: list[ModeInfo] = field(default_factory=list)
+    #: Gradient-scale and straight-through constructs (their StopGradient nodes are not in ``stops``).
+    constructs: list[ConstructInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +191,9 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         lines.append(f"  {s.name}: {s.input} -> {s.output}{origin}")
     if len(r.stops) > limit:
         lines.append(f"  ... and {len(r.stops) - limit} more")
+    if r.constructs:
+        lines.append(f"gradient constructs: {len(r.constructs)}")
+        lines.extend(f"  {c.describe()}" for c in r.constructs[:limit])
     lines.append("")
     for key, title in (
         ("frozen", "frozen (no gradient left)"),

@@ -97,6 +97,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     Typical use:
       onnx-stopgrad insert model.onnx --at /backbone/Relu_3_output_0
       onnx-stopgrad list model.stopgrad.onnx
+      onnx-stopgrad scale model.onnx --at features --factor -0.3 --consumer /domain/Gemm
+      onnx-stopgrad straight-through model.onnx --node /act/Round
       onnx-stopgrad artifacts model.stopgrad.onnx -o artifacts/ --loss crossentropy
     """
     _start_messages(ctx, verbose)
@@ -106,3 +108,4 @@ def main(ctx: click.Context, verbose: bool) -> None:
 from . import rewrite  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 from . import training  # noqa: E402,F401
+from . import family  # noqa: E402,F401

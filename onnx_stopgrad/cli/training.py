@@ -213,7 +213,8 @@ def train(
     "--keep-stops/--no-stops",
     default=True,
     show_default=True,
-    help="Keep the StopGradient nodes (needs the op library to run) or remove them (runs anywhere).",
+    help="Keep the StopGradient nodes and gradient constructs (needs the op library to run) or "
+    "remove them (runs anywhere; forward values unchanged).",
 )
 @click.option(
     "--output-name",

@@ -19,6 +19,7 @@ import onnx
 from .._flow import is_stop_gradient, iter_nodes, node_label
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError, TensorNotFoundError
+from ._constructs import is_construct_node
 from ._model import ModelInput, open_model
 from ._naming import NameAllocator
 from ._scope import Read, Scope, iter_scopes, resolved_reads, scan
@@ -124,7 +125,11 @@ def _stop(
     if producer is not None and is_stop_gradient(owner.graph.node[producer]):
         return Skipped(target, "it is the output of a StopGradient already", owner.path)
     reads = resolved_reads(owner, target)
-    stops = [r for r in reads if r.index is not None and is_stop_gradient(r.node)]
+    # A gradient construct's StopGradient is one of its inner nodes, not a stop of ``target``:
+    # the construct is rewired as a whole, like any other reader.
+    stops = [
+        r for r in reads if r.node is not None and is_stop_gradient(r.node) and not is_construct_node(r.node)
+    ]
     open_reads = [r for r in reads if r not in stops]
     if only is not None:
         open_reads = _select_consumers(owner, target, only, open_reads, stops, model)

@@ -1,6 +1,8 @@
 """Take StopGradient nodes out again, so the model runs without the op library.
 
-Each removed node's readers are rewired to the node's input. A StopGradient whose output
+Gradient-scale and straight-through constructs go as one unit each: their readers read
+the original tensor again and the graph is as it was before (see ``_constructs``).
+Each other removed node's readers are rewired to the node's input. A StopGradient whose output
 is a graph output (its name must survive) becomes an Identity instead; ``to_identity``
 turns every selected node into an Identity. The custom opset import is dropped once no
 node of the domain is left.
@@ -17,12 +19,13 @@ import onnx
 from .._flow import MAX_DEPTH, is_stop_gradient, iter_nodes, node_label, too_deep_error
 from .._names import DOMAIN
 from ..errors import TensorNotFoundError
+from . import _constructs
 from ._model import ModelInput, open_model
 from ._scope import Read, Scope, iter_scopes, resolved_reads, scan, subgraph_attributes
 from ._select import not_found_message
 from .reports import Removal, RemoveReport
 
-__all__ = ["remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite"]
+__all__ = ["remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite", "stops_outside_constructs"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def remove_stop_gradient(
 ) -> tuple[Any, RemoveReport]:
     """Remove all StopGradient nodes, or those named in ``at``; return ``(model, report)``.
 
-    ``at`` may name the node, its input tensor or its output tensor.
+    ``at`` may name the node, its input tensor or its output tensor; for a construct,
+    its name (node-name prefix), one of its nodes or its output.
     """
     proto, back = open_model(model)
     report = remove_in_place(proto, at, to_identity)
@@ -83,9 +87,19 @@ def remove_in_place(
     model: onnx.ModelProto, at: str | Sequence[str] | None = None, to_identity: bool = False
 ) -> RemoveReport:
     """Like :func:`remove_stop_gradient`, but changes ``model`` itself."""
-    _, stops = find_stops(model)
-    chosen = _choose(stops, at)
+    _, every_stop = find_stops(model)  # checks the model's structure first
+    constructs = _constructs.find_constructs(model)
+    stops = stops_outside_constructs(every_stop, constructs)
+    chosen, chosen_constructs = _choose(stops, at, constructs)
+    keys = {(stop.scope.path, stop.node.output[0]) for stop in chosen}
     removals: list[Removal] = []
+    for construct, labels in _constructs.take_out(model, chosen_constructs):
+        what = construct.kind.replace("_", " ")
+        if construct.kind == _constructs.SCALE:
+            what += f" by {construct.factor:g}"
+        removals.append(Removal(construct.name, construct.original, construct.output, labels, "", False, what))
+    if chosen_constructs:  # node indices moved: find the chosen stops again
+        chosen = [stop for stop in find_stops(model)[1] if (stop.scope.path, stop.node.output[0]) in keys]
     doomed: dict[int, tuple[Scope, list[int]]] = {}
     for stop in chosen:
         node = stop.node
@@ -111,20 +125,31 @@ def remove_in_place(
     return RemoveReport(tuple(removals), opset_removed)
 
 
-def _choose(stops: list[StopSite], at: str | Sequence[str] | None) -> list[StopSite]:
+def stops_outside_constructs(stops: list[StopSite], constructs: list[_constructs.Construct]) -> list[StopSite]:
+    """The stops that are not part of a construct (those sit in the main graph)."""
+    inside = {index for construct in constructs for index in construct.nodes}
+    return [stop for stop in stops if stop.scope.parent is not None or stop.index not in inside]
+
+
+def _choose(
+    stops: list[StopSite], at: str | Sequence[str] | None, constructs: list[_constructs.Construct]
+) -> tuple[list[StopSite], list[_constructs.Construct]]:
     if at is None:
-        return stops
+        return stops, constructs
     names = [at] if isinstance(at, str) else list(at)
     chosen: dict[int, StopSite] = {}
+    units: dict[str, _constructs.Construct] = {}
     for name in names:
         hits = [s for s in stops if name in (s.label, s.node.input[0], s.node.output[0])]
-        if not hits:
-            known = [s.label for s in stops] + [s.node.input[0] for s in stops]
-            if not stops:
+        groups = [c for c in constructs if name in (c.name, c.output, c.input, c.quantized) or name.startswith(c.name + "/")]
+        if not hits and not groups:
+            known = [s.label for s in stops] + [s.node.input[0] for s in stops] + [c.name for c in constructs]
+            if not stops and not constructs:
                 raise TensorNotFoundError(f"no StopGradient at {name!r}: the model has none")
             raise TensorNotFoundError(not_found_message("StopGradient at", name, known))
         chosen.update((id(hit.node), hit) for hit in hits)
-    return list(chosen.values())
+        units.update((c.name, c) for c in groups)
+    return list(chosen.values()), list(units.values())
 
 
 def _drop_value_info(graph: onnx.GraphProto, name: str) -> None:

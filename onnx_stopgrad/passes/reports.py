@@ -15,6 +15,7 @@ __all__ = [
     "RemoveReport",
     "StopGradientInfo",
     "ListReport",
+    "ConstructInfo",
 ]
 
 
@@ -121,7 +122,8 @@ class RemoveReport:
                 lines.append(f"replaced {item.node}{where} by Identity{why}")
             else:
                 readers = ", ".join(item.consumers) or "nothing"
-                lines.append(f"removed {item.node}{where}: {item.output} -> {item.input} (for {readers})")
+                what = f" ({item.reason})" if item.reason else ""
+                lines.append(f"removed {item.node}{where}{what}: {item.output} -> {item.input} (for {readers})")
         if not self.removed:
             lines.append("no StopGradient to remove: the model is unchanged")
         elif self.opset_removed:
@@ -151,22 +153,28 @@ class ListReport:
     stops: tuple[StopGradientInfo, ...] = ()
     frozen_parameters: tuple[str, ...] = ()
     partially_blocked_parameters: tuple[str, ...] = ()
+    #: Gradient-scale and straight-through constructs (their StopGradient nodes are not in ``stops``).
+    constructs: tuple[ConstructInfo, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "stop_gradients": [item.to_dict() for item in self.stops],
+            "constructs": [item.to_dict() for item in self.constructs],
             "frozen_parameters": list(self.frozen_parameters),
             "partially_blocked_parameters": list(self.partially_blocked_parameters),
         }
 
     def summary(self) -> str:
-        if not self.stops:
+        if not self.stops and not self.constructs:
             return "no StopGradient nodes"
         lines = [f"{len(self.stops)} StopGradient node(s):"]
         for item in self.stops:
             where = f" [{item.graph}]" if item.graph else ""
             readers = ", ".join(item.consumers) or "nothing"
             lines.append(f"  {item.node}{where}: {item.input} -> {item.output}, read by {readers}")
+        if self.constructs:
+            lines.append(f"{len(self.constructs)} gradient construct(s):")
+            lines.extend(f"  {item.describe()}" for item in self.constructs)
         lines.append(_parameter_line("frozen (no gradient reaches them)", self.frozen_parameters))
         if self.partially_blocked_parameters:
             lines.append(
@@ -181,3 +189,31 @@ def _parameter_line(title: str, names: tuple[str, ...], limit: int = 20) -> str:
     shown = ", ".join(names[:limit])
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return f"{title}: {len(names)}: {shown}{more}"
+
+
+@dataclass(frozen=True)
+class ConstructInfo(_Fields):
+    """One gradient-scale or straight-through construct, seen as a single unit.
+
+    ``kind`` is "gradient_scale" or "straight_through"; ``name`` the common prefix of its
+    nodes; its ``output`` is read by ``consumers`` instead of ``input`` (scale) or
+    ``quantized`` (straight-through, whose gradient goes to ``input``).
+    """
+
+    kind: str
+    name: str
+    input: str
+    output: str
+    factor: float
+    quantized: str
+    consumers: tuple[str, ...]
+    nodes: tuple[str, ...]
+
+    def describe(self) -> str:
+        readers = ", ".join(self.consumers) or "nothing"
+        if self.kind == "gradient_scale":
+            return f"{self.name}: gradient of {self.input} scaled by {self.factor:g} (read by {readers})"
+        return (
+            f"{self.name}: straight-through, forward {self.quantized}, gradient to {self.input} "
+            f"as identity (read by {readers})"
+        )

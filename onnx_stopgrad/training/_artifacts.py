@@ -335,6 +335,7 @@ def _gradient_nodes_without_stops(
                     loss_input_names=loss_input_names,
                 )
         except Exception as exc:  # measuring is best effort; the artifacts are already built
-            log.warning("could not measure the gradient nodes without stops: %s", exc)
+            reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
+            log.warning("could not measure the gradient nodes without stops: %s", reason)
             return None
         return count_gradient_nodes(onnx.load(os.path.join(scratch, "training_model.onnx")))

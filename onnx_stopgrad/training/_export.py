@@ -53,8 +53,8 @@ def export_for_inference(
     The weights come from ``state`` (an ORT ``CheckpointState``, e.g. the one
     :func:`~onnx_stopgrad.training.load` returned, after training) or else from the
     directory's checkpoint. ``output_names`` defaults to the source model's outputs.
-    ``keep_stops=False`` removes the StopGradient nodes (inference is unchanged; the
-    model then needs no op library). ``external_data`` writes the larger weights to
+    ``keep_stops=False`` removes the StopGradient nodes and the gradient-scale and
+    straight-through constructs (inference is unchanged; the model then needs no op library). ``external_data`` writes the larger weights to
     ``<output>.data`` beside the model; ``None`` does so only above 1 GiB of weights.
     Returns the path written.
     """

@@ -1,7 +1,8 @@
 """``show``: a Graphviz picture of a model's gradient flow.
 
-StopGradient nodes are highlighted, the region no gradient reaches is shaded, float
-parameters are coloured by whether they train, and big graphs are collapsed by name scope.
+StopGradient nodes are highlighted, gradient-scale and straight-through constructs are
+one hexagon each, the region no gradient reaches is shaded, float parameters are
+coloured by whether they train, and big graphs are collapsed by name scope.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from .._flow import analyze_gradient_flow
 from .._io import ModelLike, load_model
 from ..errors import TensorNotFoundError
-from ..passes import insert_stop_gradient, validate_model
+from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._dot import build_dot
 from ._render import INSTALL_HINT, GraphvizError, output_format, write_picture
 
@@ -61,7 +62,7 @@ def draw(
         missing = [t for t in targets if t not in known]
         if missing:
             raise TensorNotFoundError(f"loss output {missing[0]!r} is not a tensor of the graph")
-    flow = analyze_gradient_flow(proto, targets)
+    flow = analyze_gradient_flow(_constructs.gradient_view(proto), targets)
     dot = build_dot(proto, flow, max(1, max_nodes))
     write_picture(dot.source, output)
     return DrawReport(output, dot.nodes, dot.boxes, dot.depth, dot.chains_merged)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import onnx
 
 from .._flow import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
+from ..passes import _constructs
 from ._scopes import Grouping, group_nodes
 
 __all__ = ["DotGraph", "build_dot", "COLORS"]
@@ -27,6 +28,8 @@ COLORS = {
     "frozen": "#9db4d8",
     "unreachable": "#eeeeee",
     "io": "#fff3b0",
+    "gradient_scale": "#8e44ad",
+    "straight_through": "#0e8c8c",
 }
 
 
@@ -69,7 +72,8 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     labels = [node_label(n, i) for i, n in enumerate(nodes)]
     blocked_set = set(flow.blocked_nodes)
     blocked = [label in blocked_set for label in labels]
-    single = [is_stop_gradient(n) for n in nodes]
+    constructs = _constructs.members(model)  # each construct is drawn as one box of its own
+    single = [is_stop_gradient(n) or i in constructs for i, n in enumerate(nodes)]
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
     edges = [(producer[name], j) for j, n in enumerate(nodes) for name in n.input if name in producer]
     # Nodes without inputs (Constant) join the box of their first consumer when collapsing.
@@ -78,6 +82,8 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
         if not any(nodes[a].input) and a not in attach and not single[a]:
             attach[a] = b
     grouping = group_nodes(labels, blocked, single, edges, max_nodes, attach)
+    for i, construct in constructs.items():
+        grouping.item[i] = f"c:{construct.name}"
     params = {t.name: _param_kind(t.name, flow) for t in graph.initializer if t.data_type in FLOAT_TYPES}
     lines = [
         "digraph onnx {",
@@ -85,9 +91,10 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
         '  node [fontname="Helvetica", fontsize=10, style="filled", fillcolor="#ffffff", shape=box];',
         '  edge [color="#555555", arrowsize=0.6];',
     ]
-    lines += _boxes(nodes, labels, blocked, grouping, params)
+    lines += _boxes(nodes, labels, blocked, grouping, params, {f"c:{c.name}": c for c in constructs.values()})
     lines += _io(graph, producer, grouping)
     drawn_edges = [(a, b) for a, b in edges if not (grouping.depth or grouping.chains_merged) or a not in attach]
+    drawn_edges = _one_edge_per_construct_input(drawn_edges, constructs)
     lines += _edges(nodes, producer, grouping, drawn_edges, {t.name for t in graph.initializer})
     if grouping.depth == 0 and not grouping.chains_merged:
         lines += _param_notes(nodes, grouping, params)
@@ -102,12 +109,37 @@ def _box_style(kind: str, blocked: bool) -> dict[str, object]:
     return {"fillcolor": COLORS["nograd"] if blocked else COLORS["grad"], "color": "#888888" if blocked else "#333333"}
 
 
-def _boxes(nodes, labels, blocked, grouping: Grouping, params) -> list[str]:
+def _one_edge_per_construct_input(edges, constructs) -> list[tuple[int, int]]:
+    """A construct reads its input twice (its stop and its Sub): draw that as one edge."""
+    seen: set[tuple[int, str]] = set()
+    kept = []
+    for a, b in edges:
+        if b in constructs:
+            key = (a, constructs[b].name)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append((a, b))
+    return kept
+
+
+def _construct_box(construct: _constructs.Construct) -> dict[str, object]:
+    if construct.kind == _constructs.SCALE:
+        text = f"gradient x {construct.factor:g}\nat {_short(construct.input, 40)}"
+    else:
+        text = f"straight-through\n{_short(construct.quantized, 24)}, grad to {_short(construct.input, 24)}"
+    return {"label": text, "shape": "hexagon", "fillcolor": COLORS[construct.kind], "fontcolor": "white", "penwidth": 2}
+
+
+def _boxes(nodes, labels, blocked, grouping: Grouping, params, constructs) -> list[str]:
     members: dict[str, list[int]] = defaultdict(list)
     for i, item in enumerate(grouping.item):
         members[item].append(i)
     lines = []
     for item, idx in members.items():
+        if item in constructs:
+            lines.append(f"  {_q(item)} {_attrs(**_construct_box(constructs[item]))};")
+            continue
         if len(idx) == 1 and item.startswith("n"):
             i = idx[0]
             node = nodes[i]
@@ -199,6 +231,8 @@ def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
         ("lg_stop", "StopGradient", {"shape": "octagon", "fillcolor": COLORS["stop"], "fontcolor": "white"}),
         ("lg_nograd", "no gradient reaches it\n(behind a stop)", {"fillcolor": COLORS["nograd"]}),
         ("lg_grad", "receives a gradient", {"fillcolor": COLORS["grad"]}),
+        ("lg_scale", "gradient scaled\n(onnx-stopgrad scale)", {"shape": "hexagon", "fillcolor": COLORS["gradient_scale"], "fontcolor": "white"}),
+        ("lg_ste", "straight-through\n(forward q, gradient of identity)", {"shape": "hexagon", "fillcolor": COLORS["straight_through"], "fontcolor": "white"}),
         ("lg_trainable", "trainable parameter", {"shape": "note", "fillcolor": COLORS["trainable"]}),
         ("lg_partial", "parameter, some paths stopped", {"shape": "note", "fillcolor": COLORS["partial"]}),
         ("lg_frozen", "frozen parameter (only via stops)", {"shape": "note", "fillcolor": COLORS["frozen"]}),

@@ -26,6 +26,7 @@ TOP = {
     "schema_version": int, "model": str, "loss_outputs": list, "stops": list, "frozen": list,
     "partially_blocked": list, "unaffected": list, "unreachable": list, "totals": dict,
     "no_gradient_nodes": list, "gradient_graph": dict, "costs": dict, "warnings": list, "modes": list,
+    "constructs": list,
 }  # fmt: skip
 
 
