@@ -106,3 +106,4 @@ def main(ctx: click.Context, verbose: bool) -> None:
 from . import rewrite  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 from . import training  # noqa: E402,F401
+from . import points  # noqa: E402,F401

@@ -41,6 +41,10 @@ def _names(names: tuple[str, ...]) -> str:
     "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
 )
 @click.option(
+    "--module", "modules", multiple=True, metavar="PATH",
+    help="Insert StopGradient at the outputs of this PyTorch module first (globs; repeatable).",
+)  # fmt: skip
+@click.option(
     "--requires-grad",
     "requires_grad",
     multiple=True,
@@ -58,6 +62,7 @@ def artifacts(
     loss: str,
     optimizer: str,
     ats: tuple[str, ...],
+    modules: tuple[str, ...],
     requires_grad: tuple[str, ...],
     frozen: tuple[str, ...],
     prefix: str,
@@ -68,6 +73,10 @@ def artifacts(
     No gradient is computed behind a StopGradient; parameters reached only through
     stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
     stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+
+    \b
+    Example:
+      onnx-stopgrad artifacts bert.onnx --loss crossentropy --module bert.encoder.layer.9
     """
     from ..training import generate_artifacts
 
@@ -75,6 +84,7 @@ def artifacts(
     result = generate_artifacts(
         model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
+        stop_modules=modules,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed

@@ -80,6 +80,7 @@ def generate_artifacts(
     loss_input_names: Sequence[str] | None = None,
     *,
     stop_at: Sequence[str] = (),
+    stop_modules: Sequence[str] = (),
     measure_removed: bool = True,
 ) -> ArtifactsReport:
     """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
@@ -90,7 +91,8 @@ def generate_artifacts(
     builds the gradient graph a second time, without the stops, to count what they saved.
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
     ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
-    (into the private copy; the input model is never changed).
+    (into the private copy; the input model is never changed). ``stop_modules`` names
+    PyTorch module paths whose outputs are stopped the same way (see ``insert_stop_gradient``).
     """
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
@@ -98,10 +100,10 @@ def generate_artifacts(
     loss, optimizer = loss_type(loss), optimizer_type(optimizer)
     proto, sources = _load_complete(model)
     inserted: tuple[str, ...] = ()
-    if stop_at:
+    if stop_at or stop_modules:
         from ..passes import insert_in_place
 
-        insert_report = insert_in_place(proto, list(stop_at))
+        insert_report = insert_in_place(proto, list(stop_at), module=list(stop_modules))
         inserted = tuple(line for line in insert_report.summary().splitlines() if line)
     adjustments = apply_fixups(proto)
     graph_outputs = [o.name for o in proto.graph.output]
