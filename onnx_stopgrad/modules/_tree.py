@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .._flow import MAX_DEPTH, node_label, too_deep_error
+from .._flow import FLOAT_TYPES, MAX_DEPTH, node_label, too_deep_error
 from ..errors import TensorNotFoundError
 from ..passes import closest_names
 from ..passes._scope import subgraph_attributes
@@ -84,6 +84,9 @@ class ModuleTree:
         self.entries: list[_Entry] = []
         self._producer: dict[str, int] = {}
         self._reads: dict[str, list[_Read]] = {}
+        self._constants: set[str] = set()
+        params = {t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES}
+        self._constants.update(value.name for value in model.graph.input if value.name not in params)
         self._walk(model.graph, "", 0, None)
         for output in model.graph.output:
             if output.name:
@@ -98,6 +101,7 @@ class ModuleTree:
     def _walk(self, graph: onnx.GraphProto, path: str, depth: int, holder: int | None) -> None:
         if depth > MAX_DEPTH:
             raise too_deep_error()
+        self._constants.update(t.name for t in graph.initializer if t.data_type not in FLOAT_TYPES)
         for index, node in enumerate(graph.node):
             label = node_label(node, index)
             chain, classes = node_chain(node)
@@ -110,6 +114,9 @@ class ModuleTree:
             for name in node.output:
                 if name:
                     self._producer.setdefault(name, position)
+            if not node.attribute or not any(True for _ in subgraph_attributes(node)):
+                if all(name in self._constants for name in node.input if name):
+                    self._constants.update(name for name in node.output if name)
             for attr_name, sub in subgraph_attributes(node):
                 sub_path = f"{path}/{label}:{attr_name}" if path else f"{label}:{attr_name}"
                 self._walk(sub, sub_path, depth + 1, position)
@@ -188,7 +195,7 @@ class ModuleTree:
         found: list[ModuleOutput] = []
         for position in self.modules[path].nodes:
             for tensor in self.entries[position].node.output:
-                reads = self._reads.get(tensor, ()) if tensor else ()
+                reads = self._reads.get(tensor, ()) if tensor and tensor not in self._constants else ()
                 outside = [r for r in reads if not r.size_only and (r.entry is None or r.entry not in inside)]
                 if outside:
                     readers = tuple(dict.fromkeys(r.label for r in outside if r.entry is not None))

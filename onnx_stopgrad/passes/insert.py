@@ -95,7 +95,7 @@ def insert_in_place(
     """
     wanted = {name: tuple(nodes) for name, nodes in (consumers or {}).items()}
     targets = list(dict.fromkeys([at] if isinstance(at, str) else list(at)))
-    if module:
+    if isinstance(module, str) or module:
         _add_module_stops(model, [module] if isinstance(module, str) else list(module), targets, wanted)
     targets += [name for name in wanted if name not in targets]
     if not targets:

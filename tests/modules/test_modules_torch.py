@@ -1,0 +1,167 @@
+"""``--module PATH`` against PyTorch with a forward hook that detaches that module's output.
+
+For Hugging Face BERT (TorchScript and dynamo exports), GPT-2 and a small CNN: the
+tensors ``--module`` stops are the module's outputs as PyTorch computes them (run in
+onnxruntime), and after ``generate_artifacts(stop_modules=...)`` one training step gives
+the gradients of PyTorch's hooked model (1e-5), with the same parameters frozen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("onnxruntime.training")
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from module_cases import (  # noqa: E402
+    bert_model,
+    cnn_model,
+    export_case,
+    gpt2_model,
+    module_outputs_in_torch,
+    onnx_to_torch,
+    torch_gradients,
+)
+
+from onnx_stopgrad import insert_stop_gradient  # noqa: E402
+from onnx_stopgrad.errors import InvalidModelError  # noqa: E402
+from onnx_stopgrad.modules import cut_points  # noqa: E402
+from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
+
+pytestmark = pytest.mark.training
+
+MAKERS = {"bert": (bert_model, "crossentropy"), "gpt2": (gpt2_model, "mse"), "cnn": (cnn_model, "crossentropy")}
+
+#: (model, exporter) -> module paths to cut at, one at a time.
+CUTS = {
+    ("bert", "torchscript"): ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.0.attention", "bert.encoder"],
+    ("bert", "dynamo"): ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1.intermediate"],
+    ("gpt2", "torchscript"): ["model.h.0", "model.h.1.attn", "model.wte"],
+    ("cnn", "torchscript"): ["stem", "layer1", "split", "layer1.conv1", "side"],
+    ("cnn", "dynamo"): ["layer1", "split", "layer2"],
+}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    cache = {}
+
+    def get(name: str, exporter: str):
+        if (name, exporter) not in cache:
+            make, loss = MAKERS[name]
+            module, inputs, input_names, labels = make()
+            path = tmp_path_factory.mktemp(f"{name}_{exporter}") / "model.onnx"
+            cache[name, exporter] = export_case(module, inputs, labels, loss, path, exporter == "dynamo", input_names)
+        return cache[name, exporter]
+
+    return get
+
+
+def _run_with_stop_inputs(model: onnx.ModelProto, case) -> dict[str, np.ndarray]:
+    """The value of every tensor a StopGradient reads, by onnxruntime."""
+    import onnxruntime as ort
+
+    from onnx_stopgrad import session_options
+
+    stopped = [node.input[0] for node in model.graph.node if node.op_type == "StopGradient"]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in stopped)
+    session = ort.InferenceSession(probe.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), case.inputs)}
+    return dict(zip(stopped, session.run(stopped, feed)))
+
+
+CASES = [(name, exporter, path) for (name, exporter), paths in CUTS.items() for path in paths]
+
+
+@pytest.mark.parametrize(("name", "exporter", "path"), CASES, ids=[f"{n}-{e}-{p}" for n, e, p in CASES])
+def test_stops_the_tensors_pytorch_returns(exports, name, exporter, path):
+    case = exports(name, exporter)
+    stopped, report = insert_stop_gradient(onnx.load(str(case.path)), module=path)
+    assert report.inserted
+    values = _run_with_stop_inputs(stopped, case)
+    expected = module_outputs_in_torch(case, path)
+    for tensor, value in values.items():
+        assert any(e.shape == value.shape and np.allclose(e, value, atol=1e-5) for e in expected), (
+            f"{tensor} is not an output of {path}"
+        )
+    onnx.checker.check_model(stopped, full_check=True, check_custom_domain=True)
+
+
+def _ort_gradients(directory, case, input_names):
+    state, module, _ = load(directory)
+    module.train()
+    names = module.input_names()
+    arrays = {n: t.numpy() for n, t in zip(input_names, case.inputs)}
+    label = case.labels.numpy().astype(np.int64 if case.loss == "crossentropy" else np.float32)
+    module(*[arrays[n] if n in arrays else label for n in names])
+    return {n: p.grad.copy() for n, p in state.parameters if p.requires_grad}
+
+
+@pytest.mark.parametrize(("name", "exporter", "path"), CASES, ids=[f"{n}-{e}-{p}" for n, e, p in CASES])
+def test_gradients_match_pytorch_hook(exports, name, exporter, path, tmp_path):
+    if (name, exporter) == ("bert", "dynamo"):
+        pytest.xfail(
+            "dynamo BERT: ORT's gradients differ from PyTorch's already without any stop "
+            "(embeddings and their LayerNorm weight); not yet explained"
+        )
+    case = exports(name, exporter)
+    model = onnx.load(str(case.path))
+    input_names = [i.name for i in model.graph.input]
+    result = generate_artifacts(
+        case.path, loss=case.loss, optimizer="adamw", artifact_directory=tmp_path,
+        stop_modules=[path], measure_removed=False,
+    )  # fmt: skip
+    ort_grads = _ort_gradients(tmp_path, case, input_names)
+    expected = torch_gradients(case, [path])
+    mapping = onnx_to_torch(model, case.module)
+    assert len(mapping) >= len(expected) - 1  # every parameter has its initializer (dynamo may fold one)
+    for onnx_name, (torch_name, transposed) in mapping.items():
+        want = expected[torch_name]
+        if want is None:
+            assert onnx_name in result.frozen, f"{torch_name} gets no gradient in PyTorch but trains in ORT"
+            continue
+        assert onnx_name in ort_grads, f"{torch_name} trains in PyTorch but is frozen in ORT"
+        got = ort_grads[onnx_name].T if transposed else ort_grads[onnx_name]
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4, err_msg=torch_name)
+    assert any(v is None for v in expected.values())  # the cut froze something
+
+
+def test_module_two_readers_and_two_outputs(exports):
+    """layer1 feeds split and side; split hands two tensors on."""
+    case = exports("cnn", "torchscript")
+    _, layer1 = insert_stop_gradient(str(case.path), module="layer1")
+    (stop,) = layer1.inserted
+    assert {c.split("/")[1] for c in stop.consumers} == {"split", "side"}
+    _, split = insert_stop_gradient(str(case.path), module="split")
+    assert len(split.inserted) == 2
+
+
+def test_whole_model_cannot_be_cut(exports):
+    """The module that ends the model has only graph outputs: PyTorch has nothing to train either."""
+    case = exports("gpt2", "torchscript")
+    with pytest.raises(InvalidModelError, match="ends the model"):
+        insert_stop_gradient(str(case.path), module="model")
+    with pytest.raises(RuntimeError):
+        torch_gradients(case, ["model"])  # the loss no longer depends on any parameter
+
+
+def test_points_lists_layers_and_freezes_what_pytorch_freezes(exports):
+    case = exports("bert", "torchscript")
+    report = cut_points(str(case.path), depth=3)
+    paths = [p.path for p in report.points]
+    assert [p for p in paths if p.startswith("bert.encoder.layer.")] == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
+    params = dict(case.module.named_parameters())
+    for point in report.points:
+        if point.frozen is None:
+            continue
+        grads = torch_gradients(case, [point.path])
+        frozen = [n for n, g in grads.items() if g is None]
+        assert point.frozen == len(frozen), point.path
+        assert point.frozen_bytes == sum(params[n].numel() * 4 for n in frozen), point.path
+        assert point.trainable == len(grads) - len(frozen), point.path
