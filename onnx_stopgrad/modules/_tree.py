@@ -114,9 +114,9 @@ class ModuleTree:
             for name in node.output:
                 if name:
                     self._producer.setdefault(name, position)
-            if not node.attribute or not any(True for _ in subgraph_attributes(node)):
-                if all(name in self._constants for name in node.input if name):
-                    self._constants.update(name for name in node.output if name)
+            has_body = any(True for _ in subgraph_attributes(node))
+            if not has_body and all(name in self._constants for name in node.input if name):
+                self._constants.update(name for name in node.output if name)
             for attr_name, sub in subgraph_attributes(node):
                 sub_path = f"{path}/{label}:{attr_name}" if path else f"{label}:{attr_name}"
                 self._walk(sub, sub_path, depth + 1, position)

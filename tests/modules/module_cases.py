@@ -18,16 +18,16 @@ import torch
 from onnx import numpy_helper
 
 __all__ = [
-    "Exported",
-    "export_case",
-    "bert_model",
-    "gpt2_model",
     "CNN",
+    "Exported",
+    "bert_model",
     "cnn_model",
     "detached_at",
-    "torch_gradients",
+    "export_case",
+    "gpt2_model",
     "module_outputs_in_torch",
     "onnx_to_torch",
+    "torch_gradients",
 ]
 
 
@@ -46,7 +46,9 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3 + (0.5 if param.dim() == 1 else 0.0))
+            param.copy_(
+                torch.randn(param.shape, generator=generator) * 0.3 + (0.5 if param.dim() == 1 else 0.0)
+            )
 
 
 def export_case(
@@ -82,7 +84,12 @@ def bert_model() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[str], 
     types[:, 4:] = 1
     positions = torch.arange(8).expand(2, 8).contiguous()
     labels = torch.tensor([0, 2])
-    return model, (ids, mask, types, positions), ["input_ids", "attention_mask", "token_type_ids", "position_ids"], labels
+    return (
+        model,
+        (ids, mask, types, positions),
+        ["input_ids", "attention_mask", "token_type_ids", "position_ids"],
+        labels,
+    )
 
 
 def gpt2_model() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[str], torch.Tensor]:
@@ -221,7 +228,9 @@ def torch_gradients(case: Exported, paths: list[str]) -> dict[str, np.ndarray | 
 def module_outputs_in_torch(case: Exported, path: str) -> list[np.ndarray]:
     """The tensors module ``path`` returns in one forward pass."""
     captured: list[np.ndarray] = []
-    hook: Callable[..., None] = lambda _m, _i, out: captured.extend(t.detach().numpy().copy() for t in _tensors(out))  # noqa: E731
+    hook: Callable[..., None] = lambda _m, _i, out: captured.extend(
+        t.detach().numpy().copy() for t in _tensors(out)
+    )
     handle = dict(case.module.named_modules())[path].register_forward_hook(hook)
     try:
         with torch.no_grad():

@@ -19,7 +19,9 @@ F = TensorProto.FLOAT
 
 
 def _weight(name: str, seed: int) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.random.default_rng(seed).standard_normal((4, 4)).astype(np.float32), name)
+    return numpy_helper.from_array(
+        np.random.default_rng(seed).standard_normal((4, 4)).astype(np.float32), name
+    )
 
 
 def _model(nodes, outputs=("y",), initializers=()) -> onnx.ModelProto:
@@ -59,14 +61,20 @@ def _dynamo_like(relative: bool) -> onnx.ModelProto:
             chain.append(part if relative else full)
         scopes = ["", *chain, parts[-1].lower()]
         node.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=repr(scopes))
-        node.metadata_props.add(key="pkg.torch.onnx.class_hierarchy", value=repr(["Net", *["m.Mod"] * len(chain), "op"]))
+        node.metadata_props.add(
+            key="pkg.torch.onnx.class_hierarchy", value=repr(["Net", *["m.Mod"] * len(chain), "op"])
+        )
         node.name = f"node_{parts[-1]}_{len(chain)}"
     return model
 
 
 @pytest.mark.parametrize("kind", ["torchscript", "dynamo", "dynamo-relative"])
 def test_tree_and_outputs(kind):
-    model = {"torchscript": _torchscript_like(), "dynamo": _dynamo_like(False), "dynamo-relative": _dynamo_like(True)}[kind]
+    model = {
+        "torchscript": _torchscript_like(),
+        "dynamo": _dynamo_like(False),
+        "dynamo-relative": _dynamo_like(True),
+    }[kind]
     tree = ModuleTree(model)
     assert tree.paths() == [
         "enc", "enc.layer.0", "enc.layer.0.lin", "enc.layer.0.act", "enc.layer.1", "enc.layer.1.lin", "head",
@@ -126,7 +134,10 @@ def test_module_without_outputs_and_module_ending_the_model():
 
 
 def test_no_scope_information_points_to_at():
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"], name="mm"), helper.make_node("Relu", ["a"], ["y"])]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["a"], name="mm"),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
     model = _model(nodes)
     with pytest.raises(TensorNotFoundError, match="no module scope information.*--at"):
         insert_stop_gradient(model, module="mm")
@@ -148,7 +159,9 @@ def test_subgraph_nodes_belong_to_their_module():
         helper.make_node("Relu", ["a"], ["b"], name="/enc/Relu"),
         helper.make_node("ReduceSum", ["x"], ["r"], name="/head/ReduceSum", keepdims=0),
         helper.make_node("Cast", ["r"], ["cond"], name="/head/Cast", to=TensorProto.BOOL),
-        helper.make_node("If", ["cond"], ["y"], name="If_3", then_branch=then_branch, else_branch=else_branch),
+        helper.make_node(
+            "If", ["cond"], ["y"], name="If_3", then_branch=then_branch, else_branch=else_branch
+        ),
     ]
     model = _model(nodes)
     tree = ModuleTree(model)
