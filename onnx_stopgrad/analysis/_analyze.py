@@ -186,6 +186,9 @@ def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str])
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)
     result = []
+    from ..modules import ModuleTree
+
+    tree = ModuleTree(proto)
     for node, name in _labelled_nodes(proto.graph):
         if not is_stop_gradient(node) or not node.input or not node.output:
             continue
@@ -199,6 +202,7 @@ def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str])
                 origin="model" if name in existing else "at",
                 freezes=freezes,
                 blocks_anything=bool(behind) and node.output[0] in reaches_loss,
+                module=tree.module_ending(node.input[0]) if tree.has_scopes else "",
             )
         )
     return result

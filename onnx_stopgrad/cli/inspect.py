@@ -102,6 +102,7 @@ def analyze_command(
     help="Picture to write: .svg, .png, .pdf (need Graphviz) or .dot [default: MODEL with .svg].",
 )
 @_at_option
+@_module_option
 @_loss_option
 @click.option(
     "--max-nodes",
@@ -111,7 +112,12 @@ def analyze_command(
     help="Above this many nodes, collapse nodes into boxes by name scope.",
 )
 def show_command(
-    model: Path, output: Path | None, at: tuple[str, ...], loss_outputs: tuple[str, ...], max_nodes: int
+    model: Path,
+    output: Path | None,
+    at: tuple[str, ...],
+    modules: tuple[str, ...],
+    loss_outputs: tuple[str, ...],
+    max_nodes: int,
 ) -> None:
     """Draw the graph: stops highlighted, the region without gradient shaded.
 
@@ -119,11 +125,14 @@ def show_command(
     Example:
       onnx-stopgrad show model.stopgrad.onnx -o graph.svg
       onnx-stopgrad show model.onnx --at /encoder/output -o graph.png --max-nodes 80
+      onnx-stopgrad show bert.onnx --module bert.encoder.layer.5 -o bert.svg
+
+    Boxes are named after module scopes (node names or the dynamo exporter's metadata).
     """
     from ..visual import draw
 
     target = output if output is not None else model.with_suffix(".svg")
     if target.resolve() == model.resolve():
         raise StopGradError(f"{target}: this is the input model; choose another -o/--output")
-    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes)
+    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules)
     click.echo(report.summary())

@@ -9,7 +9,9 @@
 
 A node's *chain* is the tuple of module paths from the outermost module down to the one
 that holds it: ``("bert", "bert.encoder", "bert.encoder.layer.1")``; ``()`` is the root
-(the whole model); ``None`` means the node carries no scope information at all.
+(the whole model); ``None`` means the node carries no scope information at all. The
+StopGradient nodes this tool inserts are named after their tensor, not a scope: without
+metadata they have none.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import ast
 
 import onnx
+
+from .._flow import is_stop_gradient
 
 __all__ = ["CLASS_HIERARCHY_KEY", "NAME_SCOPES_KEY", "Chain", "node_chain", "normalize_path"]
 
@@ -42,6 +46,8 @@ def node_chain(node: onnx.NodeProto) -> tuple[Chain | None, tuple[str, ...]]:
     if scopes is not None:
         classes = _literal_list(props.get(CLASS_HIERARCHY_KEY)) or []
         return _from_name_scopes(scopes), _module_classes(scopes, classes)
+    if is_stop_gradient(node):  # named after its tensor by this tool: no scope
+        return None, ()
     return _from_node_name(node.name), ()
 
 

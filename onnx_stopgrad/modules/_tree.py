@@ -202,6 +202,33 @@ class ModuleTree:
                     found.append(ModuleOutput(tensor, readers, any(r.entry is None for r in outside)))
         return tuple(found)
 
+    def module_ending(self, tensor: str) -> str:
+        """The outermost module that hands ``tensor`` on (see :meth:`outputs`), else the
+        innermost module that computes it, else ``""``."""
+        position = self._producer.get(tensor)
+        if position is None:
+            return ""
+        chain = self.entries[position].chain or ()
+        for path in chain:
+            if any(out.tensor == tensor for out in self.outputs(path)):
+                return path
+        return chain[-1] if chain else ""
+
+    def scoped_labels(self) -> list[str]:
+        """For each main-graph node, its label with the module scope as a ``/``-path
+        (``/bert/encoder/layer.0/node_add_4``); labels that have ``/`` already are kept."""
+        labels = []
+        for entry in self.entries:
+            if entry.depth:
+                continue
+            chain = entry.chain or ()
+            if "/" in entry.label or not chain:
+                labels.append(entry.label)
+                continue
+            parts = [chain[0], *(inner[len(outer) + 1 :] for outer, inner in zip(chain, chain[1:]))]
+            labels.append("/" + "/".join(parts) + "/" + entry.label)
+        return labels
+
     def resolve(self, names: Iterable[str]) -> list[str]:
         """Module paths for user names: exact paths (dots or slashes) or globs.
 
