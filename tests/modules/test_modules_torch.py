@@ -49,7 +49,15 @@ CUTS = {
     ],
     ("bert", "dynamo"): ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1.intermediate"],
     ("gpt2", "torchscript"): ["model.h.0", "model.h.1.attn", "model.wte"],
-    ("cnn", "torchscript"): ["stem", "layer1", "split", "layer1.conv1", "side"],
+    ("cnn", "torchscript"): [
+        "stem",
+        "layer1",
+        "split",
+        "layer1.conv1",
+        "side",
+        "split+side",
+        "layer1+layer1.conv1",
+    ],
     ("cnn", "dynamo"): ["layer1", "split", "layer2"],
 }
 
@@ -107,10 +115,10 @@ CASES = [(name, exporter, path) for (name, exporter), paths in CUTS.items() for 
 @pytest.mark.parametrize(("name", "exporter", "path"), CASES, ids=[f"{n}-{e}-{p}" for n, e, p in CASES])
 def test_stops_the_tensors_pytorch_returns(exports, name, exporter, path):
     case = exports(name, exporter)
-    stopped, report = insert_stop_gradient(onnx.load(str(case.path)), module=path)
+    stopped, report = insert_stop_gradient(onnx.load(str(case.path)), module=path.split("+"))
     assert report.inserted
     values = _run_with_stop_inputs(stopped, case)
-    expected = module_outputs_in_torch(case, path)
+    expected = [t for part in path.split("+") for t in module_outputs_in_torch(case, part)]
     params = set(onnx_to_torch(stopped, case.module))
     for tensor, value in values.items():
         if any(e.shape == value.shape and np.allclose(e, value, atol=1e-5) for e in expected):
@@ -135,18 +143,18 @@ def _ort_gradients(directory, case, input_names):
 def test_gradients_match_pytorch_hook(exports, name, exporter, path, tmp_path):
     if (name, exporter) == ("bert", "dynamo"):
         pytest.xfail(
-            "dynamo BERT: ORT's gradients differ from PyTorch's already without any stop "
-            "(embeddings and their LayerNorm weight); not yet explained"
+            "dynamo BERT: ORT 1.19's gradients differ from PyTorch's already without any stop, and "
+            "which ones differ changes with SessionOptions.enable_mem_reuse; not yet explained"
         )
     case = exports(name, exporter)
     model = onnx.load(str(case.path))
     input_names = [i.name for i in model.graph.input]
     result = generate_artifacts(
         case.path, loss=case.loss, optimizer="adamw", artifact_directory=tmp_path,
-        stop_modules=[path], measure_removed=False,
+        stop_modules=path.split("+"), measure_removed=False,
     )  # fmt: skip
     ort_grads = _ort_gradients(tmp_path, case, input_names)
-    expected = torch_gradients(case, [path])
+    expected = torch_gradients(case, path.split("+"))
     mapping = onnx_to_torch(model, case.module)
     assert len(mapping) >= len(expected) - 1  # every parameter has its initializer (dynamo may fold one)
     for onnx_name, (torch_name, transposed) in mapping.items():
@@ -196,3 +204,39 @@ def test_points_lists_layers_and_freezes_what_pytorch_freezes(exports):
         assert point.frozen == len(frozen), point.path
         assert point.frozen_bytes == sum(params[n].numel() * 4 for n in frozen), point.path
         assert point.trainable == len(grads) - len(frozen), point.path
+
+
+def test_cli_artifacts_and_analyze_with_module(exports, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from onnx_stopgrad.cli import main
+
+    case = exports("cnn", "torchscript")
+    runner = CliRunner()
+    out = tmp_path / "art"
+    result = runner.invoke(
+        main,
+        [
+            "artifacts",
+            str(case.path),
+            "-o",
+            str(out),
+            "--loss",
+            "crossentropy",
+            "--module",
+            "split",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    frozen = set(json.loads(result.output)["frozen"])
+    mapping = onnx_to_torch(onnx.load(str(case.path)), case.module)
+    expected = {name for name, g in torch_gradients(case, ["split"]).items() if g is None}
+    assert {mapping[n][0] for n in frozen} == expected
+    result = runner.invoke(main, ["analyze", str(case.path), "--module", "split", "--static", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert {s["module"] for s in report["stops"]} == {"split"}
+    assert {mapping[p["name"]][0] for p in report["frozen"]} == expected
