@@ -141,21 +141,23 @@ def _ort_gradients(directory, case, input_names):
 
 @pytest.mark.parametrize(("name", "exporter", "path"), CASES, ids=[f"{n}-{e}-{p}" for n, e, p in CASES])
 def test_gradients_match_pytorch_hook(exports, name, exporter, path, tmp_path):
-    if (name, exporter) == ("bert", "dynamo"):
-        pytest.xfail(
-            "dynamo BERT: ORT 1.19's gradients differ from PyTorch's already without any stop, and "
-            "which ones differ changes with SessionOptions.enable_mem_reuse; not yet explained"
-        )
     case = exports(name, exporter)
     model = onnx.load(str(case.path))
     input_names = [i.name for i in model.graph.input]
+    mapping = onnx_to_torch(model, case.module)
+    # Float constants of the exporter (dynamo's attention scale and mask fills) are no
+    # parameters; trained, they corrupt ORT 1.19's other gradients (see docs/modules.md).
+    constants = [
+        t.name
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT and t.name not in mapping
+    ]
     result = generate_artifacts(
         case.path, loss=case.loss, optimizer="adamw", artifact_directory=tmp_path,
-        stop_modules=path.split("+"), measure_removed=False,
+        stop_modules=path.split("+"), measure_removed=False, frozen_params=constants or None,
     )  # fmt: skip
     ort_grads = _ort_gradients(tmp_path, case, input_names)
     expected = torch_gradients(case, path.split("+"))
-    mapping = onnx_to_torch(model, case.module)
     assert len(mapping) >= len(expected) - 1  # every parameter has its initializer (dynamo may fold one)
     for onnx_name, (torch_name, transposed) in mapping.items():
         want = expected[torch_name]
