@@ -11,7 +11,7 @@ import onnx
 from .._flow import FLOAT_TYPES
 from ..errors import InvalidModelError
 from ._tree import ModuleOutput, ModuleTree
-from ._types import tensor_types
+from ._types import TensorType, tensor_types
 
 __all__ = ["ModuleStops", "plan_module_stops"]
 
@@ -28,19 +28,23 @@ class ModuleStops:
 
 
 def plan_module_stops(
-    model: onnx.ModelProto, modules: Iterable[str], tree: ModuleTree | None = None
+    model: onnx.ModelProto,
+    modules: Iterable[str],
+    tree: ModuleTree | None = None,
+    types: Mapping[str, TensorType] | None = None,
 ) -> ModuleStops:
     """Stops at every floating-point output of each module in ``modules`` (paths or globs).
 
     Raises TensorNotFoundError for an unknown module (naming the closest ones) or a model
     without scope information, InvalidModelError for a module with nothing to stop.
+    ``tree`` and ``types`` (:func:`~._types.tensor_types`) may be passed in when known.
     """
     names = list(modules)
     if not names:
         return ModuleStops((), {})
     tree = tree if tree is not None else ModuleTree(model)
     paths = tree.resolve(names)
-    types = tensor_types(model)
+    types = types if types is not None else tensor_types(model)
     consumers: dict[str, dict[str, None]] = {}
     for path in paths:
         outputs = tree.outputs(path)

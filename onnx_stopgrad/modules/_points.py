@@ -120,17 +120,17 @@ def cut_points(model: ModelInput, depth: int | None = None) -> PointsReport:
         point = CutPoint(
             path, tree.modules[path].class_name, level, outputs, len(params), sum(sizes[p] for p in params)
         )
-        points.append(_with_freeze(point, skeleton, tree, sizes))
+        points.append(_with_freeze(point, skeleton, tree, sizes, types))
     return PointsReport(tuple(points), len(sizes), sum(sizes.values()), deeper)
 
 
 def _with_freeze(
-    point: CutPoint, skeleton: onnx.ModelProto, tree: ModuleTree, sizes: dict[str, int]
+    point: CutPoint, skeleton: onnx.ModelProto, tree: ModuleTree, sizes: dict[str, int], types: dict[str, Any]
 ) -> CutPoint:
     work = onnx.ModelProto()
     work.CopyFrom(skeleton)
     try:
-        stops = plan_module_stops(work, [point.path], tree)
+        stops = plan_module_stops(work, [point.path], tree, types)
         insert_in_place(work, list(stops.consumers), stops.consumers)
         flow = analyze_gradient_flow(work)
     except StopGradError as exc:

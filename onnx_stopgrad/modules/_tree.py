@@ -13,6 +13,7 @@ neither values nor gradients, only sizes.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ class ModuleTree:
             if "/" in entry.label or not chain:
                 labels.append(entry.label)
                 continue
-            parts = [chain[0], *(inner[len(outer) + 1 :] for outer, inner in zip(chain, chain[1:]))]
+            parts = [chain[0], *(inner[len(outer) + 1 :] for outer, inner in itertools.pairwise(chain))]
             labels.append("/" + "/".join(parts) + "/" + entry.label)
         return labels
 
