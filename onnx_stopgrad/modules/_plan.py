@@ -23,7 +23,8 @@ class ModuleStops:
     """The stops that cut the chosen modules off from the rest of the model."""
 
     modules: tuple[str, ...]
-    #: Tensors to stop, each for its readers outside the module only.
+    #: Tensors to stop, each for its readers outside the module only (none left to stop:
+    #: a StopGradient reads it already; insert reports it as skipped).
     consumers: dict[str, tuple[str, ...]]
 
 
@@ -48,7 +49,7 @@ def plan_module_stops(
     consumers: dict[str, dict[str, None]] = {}
     for path in paths:
         outputs = tree.outputs(path)
-        stoppable = [o for o in outputs if o.readers and _may_carry_gradient(o, types)]
+        stoppable = [o for o in outputs if (o.readers or o.stopped) and _may_carry_gradient(o, types)]
         if not stoppable:
             raise InvalidModelError(_nothing_to_stop(path, outputs))
         ends = [o.tensor for o in stoppable if o.graph_output]

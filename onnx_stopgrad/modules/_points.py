@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 
 from .._flow import FLOAT_TYPES, analyze_gradient_flow
-from ..errors import StopGradError
+from ..errors import StopGradError, TensorNotFoundError
 from ..passes import insert_in_place
 from ..passes._model import ModelInput, read_model
 from ._plan import plan_module_stops
-from ._tree import ModuleTree
+from ._tree import NO_SCOPES_MESSAGE, ModuleTree
 from ._types import dtype_name, tensor_types
 
 __all__ = ["CutPoint", "OutputInfo", "PointsReport", "cut_points"]
@@ -104,7 +104,8 @@ def cut_points(model: ModelInput, depth: int | None = None) -> PointsReport:
     """
     proto = read_model(model)
     tree = ModuleTree(proto)
-    tree.resolve(tree.paths()[:1] or ["<none>"])  # no scope information: one clear error
+    if not tree.has_scopes:
+        raise TensorNotFoundError(NO_SCOPES_MESSAGE)
     types = tensor_types(proto)
     sizes = {t.name: _nbytes(t) for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     skeleton = _skeleton(proto)

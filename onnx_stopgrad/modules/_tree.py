@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .._flow import FLOAT_TYPES, MAX_DEPTH, node_label, too_deep_error
+from .._flow import FLOAT_TYPES, MAX_DEPTH, is_stop_gradient, node_label, too_deep_error
 from ..errors import TensorNotFoundError
 from ..passes import closest_names
 from ..passes._scope import subgraph_attributes
@@ -46,6 +46,8 @@ class ModuleOutput:
     readers: tuple[str, ...]
     #: True when the tensor is also an output of the model.
     graph_output: bool = False
+    #: True when a StopGradient outside the module reads it already (not among ``readers``).
+    stopped: bool = False
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Read:
     entry: int | None  # the reading node (a holder for a subgraph output), None for a graph output
     label: str
     size_only: bool = False
+    stop: bool = False
 
 
 class ModuleTree:
@@ -109,9 +112,10 @@ class ModuleTree:
             position = len(self.entries)
             self.entries.append(_Entry(node, label, depth, holder, chain, classes))
             size_only = node.op_type in _SIZE_ONLY and not node.domain
+            stop = is_stop_gradient(node)
             for name in node.input:
                 if name:
-                    self._reads.setdefault(name, []).append(_Read(position, label, size_only))
+                    self._reads.setdefault(name, []).append(_Read(position, label, size_only, stop))
             for name in node.output:
                 if name:
                     self._producer.setdefault(name, position)
@@ -199,8 +203,11 @@ class ModuleTree:
                 reads = self._reads.get(tensor, ()) if tensor and tensor not in self._constants else ()
                 outside = [r for r in reads if not r.size_only and (r.entry is None or r.entry not in inside)]
                 if outside:
-                    readers = tuple(dict.fromkeys(r.label for r in outside if r.entry is not None))
-                    found.append(ModuleOutput(tensor, readers, any(r.entry is None for r in outside)))
+                    readers = tuple(
+                        dict.fromkeys(r.label for r in outside if r.entry is not None and not r.stop)
+                    )
+                    ends = any(r.entry is None for r in outside)
+                    found.append(ModuleOutput(tensor, readers, ends, any(r.stop for r in outside)))
         return tuple(found)
 
     def module_ending(self, tensor: str) -> str:

@@ -192,3 +192,20 @@ def test_cli_insert_module_and_points(tmp_path):
     result = runner.invoke(main, ["insert", str(path), "--module", "enc.layr.0"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "close module paths" in result.output
+
+
+def test_module_twice_is_skipped_the_second_time_and_at_wins():
+    once, first = insert_stop_gradient(_torchscript_like(), module="enc.layer.0")
+    twice, second = insert_stop_gradient(once, module="enc.layer.0")
+    assert first.inserted and not second.inserted and second.skipped[0].reason == "already stopped"
+    assert twice == once
+    model = _torchscript_like()
+    model.graph.node.append(helper.make_node("Relu", ["b"], ["b3"], name="/enc/layer.0/act/Relu_2"))
+    model.graph.node[-2].output[0] = "y0"
+    model.graph.node.append(helper.make_node("Add", ["y0", "b3"], ["y"], name="/head/Add"))
+    _, report = insert_stop_gradient(model, at=["b"], module="enc.layer.0")
+    (stop,) = [i for i in report.inserted if i.tensor == "b"]
+    assert set(stop.consumers) == {
+        "/enc/layer.1/lin/MatMul",
+        "/enc/layer.0/act/Relu_2",
+    }  # --at b: every reader
