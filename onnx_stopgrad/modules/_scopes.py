@@ -93,6 +93,10 @@ def _from_node_name(name: str) -> Chain | None:
         return None
     parts = [part for part in name.split("/") if part][:-1]
     chain: list[str] = []
-    for part in parts:
-        chain.append(f"{chain[-1]}.{part}" if chain else part)
+    for level, part in enumerate(parts):
+        # TorchScript names a child of an nn.Sequential it calls with the Sequential's own
+        # name in front: /layer1/layer1.0/conv1/Conv is layer1.0.conv1, not layer1.layer1.0
+        repeats_parent = level > 0 and part.startswith(parts[level - 1] + ".")
+        base = (chain[-2] if level > 1 else "") if repeats_parent else (chain[-1] if chain else "")
+        chain.append(f"{base}.{part}" if base else part)
     return tuple(chain)

@@ -209,3 +209,16 @@ def test_module_twice_is_skipped_the_second_time_and_at_wins():
         "/enc/layer.1/lin/MatMul",
         "/enc/layer.0/act/Relu_2",
     }  # --at b: every reader
+
+
+def test_torchscript_sequential_children_are_named_like_pytorch():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["a"], name="/backbone/layer1/layer1.0/conv1/MatMul"),
+        helper.make_node("Relu", ["a"], ["b"], name="/backbone/layer1/layer1.1/Relu"),
+        helper.make_node("MatMul", ["b", "w1"], ["y"], name="/head/MatMul"),
+    ]
+    tree = ModuleTree(_model(nodes))
+    assert tree.paths() == [
+        "backbone", "backbone.layer1", "backbone.layer1.0", "backbone.layer1.0.conv1", "backbone.layer1.1", "head",
+    ]  # fmt: skip
+    assert tree.modules["backbone.layer1.0"].parent == "backbone.layer1"

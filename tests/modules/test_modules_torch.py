@@ -51,6 +51,7 @@ CUTS = {
     ("gpt2", "torchscript"): ["model.h.0", "model.h.1.attn", "model.wte"],
     ("cnn", "torchscript"): [
         "stem",
+        "stem.0",
         "layer1",
         "split",
         "layer1.conv1",
@@ -58,7 +59,7 @@ CUTS = {
         "split+side",
         "layer1+layer1.conv1",
     ],
-    ("cnn", "dynamo"): ["layer1", "split", "layer2"],
+    ("cnn", "dynamo"): ["layer1", "split", "layer2", "stem.0"],
 }
 
 
