@@ -1,6 +1,6 @@
 """``--module PATH`` against PyTorch with a forward hook that detaches that module's output.
 
-For Hugging Face BERT (TorchScript and dynamo exports), GPT-2 and a small CNN: the
+For Hugging Face BERT and GPT-2 and a small CNN, each by both exporters: the
 tensors ``--module`` stops are the module's outputs as PyTorch computes them (run in
 onnxruntime), and after ``generate_artifacts(stop_modules=...)`` one training step gives
 the gradients of PyTorch's hooked model (1e-5), with the same parameters frozen.
@@ -49,6 +49,7 @@ CUTS = {
     ],
     ("bert", "dynamo"): ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1.intermediate"],
     ("gpt2", "torchscript"): ["model.h.0", "model.h.1.attn", "model.wte"],
+    ("gpt2", "dynamo"): ["model.h.0", "model.h.1.mlp"],
     ("cnn", "torchscript"): [
         "stem",
         "stem.0",
