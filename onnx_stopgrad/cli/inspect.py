@@ -84,7 +84,8 @@ def analyze_command(
     from ..analysis import analyze
 
     report = analyze(
-        model, at=at, modules=modules, loss_outputs=loss_outputs or None, dims=parse_dims(dims), use_onnxruntime=not static
+        model, at=at, modules=modules, loss_outputs=loss_outputs or None, dims=parse_dims(dims),
+        use_onnxruntime=not static,
     )
     if as_json:
         click.echo(report.to_json())
@@ -134,5 +135,7 @@ def show_command(
     target = output if output is not None else model.with_suffix(".svg")
     if target.resolve() == model.resolve():
         raise StopGradError(f"{target}: this is the input model; choose another -o/--output")
-    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules)
+    report = draw(
+        model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules
+    )
     click.echo(report.summary())

@@ -71,7 +71,10 @@ def _may_carry_gradient(output: ModuleOutput, types: Mapping[str, tuple[int, obj
 
 def _nothing_to_stop(path: str, outputs: Sequence[ModuleOutput]) -> str:
     if not outputs:
-        return f"module {path!r} has no outputs: nothing outside it reads what it computes; choose another module"
+        return (
+            f"module {path!r} has no outputs: nothing outside it reads what it computes; "
+            "choose another module"
+        )
     ends = [o.tensor for o in outputs if o.graph_output and not o.readers]
     if ends:
         return (
@@ -79,4 +82,7 @@ def _nothing_to_stop(path: str, outputs: Sequence[ModuleOutput]) -> str:
             "other node reads, so stopping there would leave nothing to train; choose a module inside it"
         )
     shown = ", ".join(o.tensor for o in outputs[:3])
-    return f"module {path!r} hands only integer or boolean tensors to the rest ({shown}): no gradient flows there"
+    return (
+        f"module {path!r} hands only integer or boolean tensors to the rest ({shown}): "
+        "no gradient flows there"
+    )

@@ -74,9 +74,9 @@ class PointsReport:
         for point in self.points:
             pad = "  " * (point.depth - 1)
             kind = f" ({point.class_name})" if point.class_name else ""
-            lines.append(
-                f"{pad}{point.path}{kind}: {point.parameters} parameter{'' if point.parameters == 1 else 's'} ({_size(point.parameter_bytes)})"
-            )
+            plural = "" if point.parameters == 1 else "s"
+            size = _size(point.parameter_bytes)
+            lines.append(f"{pad}{point.path}{kind}: {point.parameters} parameter{plural} ({size})")
             for out in point.outputs:
                 shape = (
                     "?"

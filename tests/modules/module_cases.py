@@ -96,7 +96,8 @@ def gpt2_model() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], list[str], 
     from transformers import GPT2Config, GPT2Model
 
     config = GPT2Config(
-        vocab_size=40, n_positions=16, bos_token_id=0, eos_token_id=0, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
+        vocab_size=40, n_positions=16, bos_token_id=0, eos_token_id=0, n_embd=16, n_layer=2, n_head=2,
+        resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, use_cache=False,
     )  # fmt: skip
     torch.manual_seed(0)

@@ -219,6 +219,7 @@ def test_torchscript_sequential_children_are_named_like_pytorch():
     ]
     tree = ModuleTree(_model(nodes))
     assert tree.paths() == [
-        "backbone", "backbone.layer1", "backbone.layer1.0", "backbone.layer1.0.conv1", "backbone.layer1.1", "head",
+        "backbone", "backbone.layer1", "backbone.layer1.0", "backbone.layer1.0.conv1", "backbone.layer1.1",
+        "head",
     ]  # fmt: skip
     assert tree.modules["backbone.layer1.0"].parent == "backbone.layer1"
