@@ -223,3 +223,16 @@ def test_torchscript_sequential_children_are_named_like_pytorch():
         "head",
     ]  # fmt: skip
     assert tree.modules["backbone.layer1.0"].parent == "backbone.layer1"
+
+
+def test_tf2onnx_style_names_without_leading_slash():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["a"], name="model/dense/MatMul"),
+        helper.make_node("Relu", ["a"], ["b"], name="model/dense/Relu"),
+        helper.make_node("MatMul", ["b", "w1"], ["y"], name="model/dense_1/MatMul"),
+    ]
+    tree = ModuleTree(_model(nodes))
+    assert tree.paths() == ["model", "model.dense", "model.dense_1"]
+    assert tree.resolve(["model/dense"]) == ["model.dense"]
+    (out,) = tree.outputs("model.dense")
+    assert out.tensor == "b"

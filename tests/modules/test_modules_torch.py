@@ -244,3 +244,12 @@ def test_cli_artifacts_and_analyze_with_module(exports, tmp_path):
     report = json.loads(result.output)
     assert {s["module"] for s in report["stops"]} == {"split"}
     assert {mapping[p["name"]][0] for p in report["frozen"]} == expected
+
+
+def test_points_on_dynamo_names_classes(exports):
+    case = exports("bert", "dynamo")
+    points = {p.path: p for p in cut_points(str(case.path)).points}
+    assert points["bert.encoder.layer.1"].class_name == "BertLayer"
+    assert [o.tensor for o in points["bert.encoder.layer.1"].outputs] == ["layer_norm_4"]
+    text = cut_points(str(case.path), depth=3).format_text()
+    assert "bert.encoder.layer.0 (BertLayer)" in text and "attention.self" not in text
