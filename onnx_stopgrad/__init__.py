@@ -35,6 +35,8 @@ _LAZY = {
     "RemoveReport": ".passes",
     "StopGradientInfo": ".passes",
     "ListReport": ".passes",
+    "module_outputs": ".modules",
+    "cut_points": ".modules",
 }
 
 __all__ = ["__version__", "DOMAIN", "OP_TYPE", "OPSET_VERSION", "StopGradError", *_LAZY]

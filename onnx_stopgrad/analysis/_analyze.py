@@ -51,18 +51,20 @@ def analyze(
     loss_outputs: Sequence[str] | None = None,
     dims: Mapping[str, int] | None = None,
     use_onnxruntime: bool = True,
+    modules: Sequence[str] = (),
 ) -> AnalysisReport:
     """Report what the model's StopGradient nodes, plus stops at ``at``, block and save.
 
     ``loss_outputs``: tensors the loss is computed from (default: every graph output).
-    ``dims``: values for symbolic dimensions (others count as 1). Nothing is written.
+    ``dims``: values for symbolic dimensions (others count as 1). ``modules``: PyTorch
+    module paths whose outputs are stopped too (see ``insert_stop_gradient``). Nothing is written.
     """
     proto, _ = load_model(model)
     validate_model(proto)
     label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
     existing = {node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n)}
-    if at:
-        proto, _report = insert_stop_gradient(proto, list(at))
+    if at or modules:
+        proto, _report = insert_stop_gradient(proto, list(at), module=list(modules))
     graph = proto.graph
     targets = _check_targets(graph, loss_outputs)
     table = infer_shapes(proto, dims)
@@ -199,6 +201,9 @@ def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str])
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)
     result = []
+    from ..modules import ModuleTree
+
+    tree = ModuleTree(proto)
     for node, name in _labelled_nodes(proto.graph):
         if not is_stop_gradient(node) or not node.input or not node.output:
             continue
@@ -212,6 +217,7 @@ def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str])
                 origin="model" if name in existing else "at",
                 freezes=freezes,
                 blocks_anything=bool(behind) and node.output[0] in reaches_loss,
+                module=tree.module_ending(node.input[0]) if tree.has_scopes else "",
             )
         )
     return result

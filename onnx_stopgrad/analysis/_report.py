@@ -61,6 +61,8 @@ class StopInfo:
     freezes: list[str]
     #: False when no parameter lies behind it or its output does not reach the loss.
     blocks_anything: bool
+    #: The module (PyTorch path) whose output it stops, when the model has scope information.
+    module: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
     lines.append(f"stops: {len(r.stops)}")
     for s in r.stops[:limit]:
         origin = " (--at, not written)" if s.origin == "at" else ""
-        lines.append(f"  {s.name}: {s.input} -> {s.output}{origin}")
+        module = f" [output of module {s.module}]" if s.module else ""
+        lines.append(f"  {s.name}: {s.input} -> {s.output}{module}{origin}")
     if len(r.stops) > limit:
         lines.append(f"  ... and {len(r.stops) - limit} more")
     if r.constructs:

@@ -109,3 +109,4 @@ from . import rewrite  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 from . import training  # noqa: E402,F401
 from . import family  # noqa: E402,F401
+from . import points  # noqa: E402,F401

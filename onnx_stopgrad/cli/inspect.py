@@ -19,6 +19,13 @@ _at_option = click.option(
     metavar="TENSOR",
     help="Also stop the gradient at TENSOR (in memory; nothing is written). Repeatable.",
 )
+_module_option = click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="PATH",
+    help="Also stop the outputs of this PyTorch module (in memory; globs). Repeatable.",
+)
 _loss_option = click.option(
     "--loss-output",
     "loss_outputs",
@@ -42,6 +49,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @main.command("analyze")
 @model_argument
 @_at_option
+@_module_option
 @_loss_option
 @click.option(
     "--dim",
@@ -59,6 +67,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 def analyze_command(
     model: Path,
     at: tuple[str, ...],
+    modules: tuple[str, ...],
     loss_outputs: tuple[str, ...],
     dims: tuple[str, ...],
     static: bool,
@@ -70,11 +79,13 @@ def analyze_command(
     Example:
       onnx-stopgrad analyze model.onnx --at /backbone/Relu_3_output_0 --dim batch=32
       onnx-stopgrad analyze model.stopgrad.onnx --json > analysis.json
+      onnx-stopgrad analyze bert.onnx --module bert.encoder.layer.5
     """
     from ..analysis import analyze
 
     report = analyze(
-        model, at=at, loss_outputs=loss_outputs or None, dims=parse_dims(dims), use_onnxruntime=not static
+        model, at=at, modules=modules, loss_outputs=loss_outputs or None, dims=parse_dims(dims),
+        use_onnxruntime=not static,
     )
     if as_json:
         click.echo(report.to_json())
@@ -92,6 +103,7 @@ def analyze_command(
     help="Picture to write: .svg, .png, .pdf (need Graphviz) or .dot [default: MODEL with .svg].",
 )
 @_at_option
+@_module_option
 @_loss_option
 @click.option(
     "--max-nodes",
@@ -101,7 +113,12 @@ def analyze_command(
     help="Above this many nodes, collapse nodes into boxes by name scope.",
 )
 def show_command(
-    model: Path, output: Path | None, at: tuple[str, ...], loss_outputs: tuple[str, ...], max_nodes: int
+    model: Path,
+    output: Path | None,
+    at: tuple[str, ...],
+    modules: tuple[str, ...],
+    loss_outputs: tuple[str, ...],
+    max_nodes: int,
 ) -> None:
     """Draw the graph: stops highlighted, the region without gradient shaded.
 
@@ -109,11 +126,16 @@ def show_command(
     Example:
       onnx-stopgrad show model.stopgrad.onnx -o graph.svg
       onnx-stopgrad show model.onnx --at /encoder/output -o graph.png --max-nodes 80
+      onnx-stopgrad show bert.onnx --module bert.encoder.layer.5 -o bert.svg
+
+    Boxes are named after module scopes (node names or the dynamo exporter's metadata).
     """
     from ..visual import draw
 
     target = output if output is not None else model.with_suffix(".svg")
     if target.resolve() == model.resolve():
         raise StopGradError(f"{target}: this is the input model; choose another -o/--output")
-    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes)
+    report = draw(
+        model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules
+    )
     click.echo(report.summary())

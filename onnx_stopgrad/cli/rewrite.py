@@ -75,6 +75,13 @@ def _pair_consumers(ctx: click.Context, ats: Sequence[str], consumers: Sequence[
 )
 @click.option("--match", "globs", multiple=True, metavar="GLOB", help="Stop every tensor whose name matches.")
 @click.option("--regex", "regexes", multiple=True, metavar="RE", help="Stop every tensor whose name contains a match.")
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="PATH",
+    help="Stop the outputs of this PyTorch module (e.g. bert.encoder.layer.1; globs; repeatable).",
+)
 @output_option()
 @in_place_option
 @json_option
@@ -86,6 +93,7 @@ def insert(
     consumers: tuple[str, ...],
     globs: tuple[str, ...],
     regexes: tuple[str, ...],
+    modules: tuple[str, ...],
     output: Path | None,
     in_place: bool,
     as_json: bool,
@@ -100,14 +108,20 @@ def insert(
       onnx-stopgrad insert model.onnx --at /backbone/Relu_3_output_0
       onnx-stopgrad insert model.onnx --at h --consumer /head/Gemm -o out.onnx
       onnx-stopgrad insert model.onnx --match '/encoder/layers.0/*' --in-place
+      onnx-stopgrad insert bert.onnx --module bert.encoder.layer.5
+      onnx-stopgrad insert bert.onnx --module 'bert.encoder.layer.[0-5]'
+
+    --module takes the module path as PyTorch names it (`onnx-stopgrad points MODEL`
+    lists them); every tensor the module hands to the rest of the model is stopped for
+    the nodes outside the module. In globs `*` stays within one dotted part, `**` does not.
     """
-    if not (ats or globs or regexes):
-        raise click.UsageError("name the tensors to stop with --at, --match or --regex")
+    if not (ats or globs or regexes or modules):
+        raise click.UsageError("name the tensors to stop with --at, --match, --regex or --module")
     pairs = _pair_consumers(ctx, ats, consumers)
     target_path = resolve_output(model, output, in_place)
     proto, source_dir = load_model(model)
     targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
-    report = insert_in_place(proto, targets, pairs)
+    report = insert_in_place(proto, targets, pairs, module=modules)
     check_schemas(model)
     written = _write(proto, target_path, source_dir, report.modified, in_place)
     emit(report, as_json, wrote=written)

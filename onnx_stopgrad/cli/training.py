@@ -49,6 +49,10 @@ def _names(names: tuple[str, ...]) -> str:
     "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
 )
 @click.option(
+    "--module", "modules", multiple=True, metavar="PATH",
+    help="Insert StopGradient at the outputs of this PyTorch module first (globs; repeatable).",
+)  # fmt: skip
+@click.option(
     "--requires-grad",
     "requires_grad",
     multiple=True,
@@ -75,6 +79,7 @@ def artifacts(
     loss_inputs: tuple[str, ...],
     optimizer: str,
     ats: tuple[str, ...],
+    modules: tuple[str, ...],
     requires_grad: tuple[str, ...],
     frozen: tuple[str, ...],
     prefix: str,
@@ -101,6 +106,7 @@ def artifacts(
       onnx-stopgrad artifacts classifier.stopgrad.onnx --loss crossentropy
       onnx-stopgrad artifacts gpt2.onnx --at /model/transformer/h.0/Add_1_output_0 --loss crossentropy \
         --loss-input logits
+      onnx-stopgrad artifacts bert.onnx --loss crossentropy --module bert.encoder.layer.9
     """
     from ..training import generate_artifacts
 
@@ -110,6 +116,7 @@ def artifacts(
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
         batchnorm=batchnorm, dropout=dropout,
         loss_input_names=list(loss_inputs) or None,
+        stop_modules=modules,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed

@@ -65,31 +65,39 @@ class _Plan:
 
 def insert_stop_gradient(
     model: ModelInput,
-    at: str | Sequence[str],
+    at: str | Sequence[str] = (),
     consumers: Mapping[str, Iterable[str]] | None = None,
+    *,
+    module: str | Sequence[str] = (),
 ) -> tuple[Any, InsertReport]:
     """Stop the gradient at each tensor in ``at``; return ``(new model, report)``.
 
     ``model`` is a ModelProto (copied, never changed), a path (read without its external
     data; a ModelProto is returned) or an ``onnx_graphsurgeon.Graph`` (a Graph is returned).
     ``consumers`` maps a tensor to node names: only the edges into those nodes are stopped.
+    ``module`` names PyTorch module paths (``bert.encoder.layer.1``, globs allowed): each
+    output of those modules is stopped for the nodes outside the module that read it.
     """
     proto, back = open_model(model)
-    report = insert_in_place(proto, at, consumers)
+    report = insert_in_place(proto, at, consumers, module=module)
     return back(proto), report
 
 
 def insert_in_place(
     model: onnx.ModelProto,
-    at: str | Sequence[str],
+    at: str | Sequence[str] = (),
     consumers: Mapping[str, Iterable[str]] | None = None,
+    *,
+    module: str | Sequence[str] = (),
 ) -> InsertReport:
     """Like :func:`insert_stop_gradient`, but changes ``model`` itself.
 
-    Raises before changing anything when a tensor or consumer is unknown.
+    Raises before changing anything when a tensor, consumer or module is unknown.
     """
     wanted = {name: tuple(nodes) for name, nodes in (consumers or {}).items()}
     targets = list(dict.fromkeys([at] if isinstance(at, str) else list(at)))
+    if isinstance(module, str) or module:
+        _add_module_stops(model, [module] if isinstance(module, str) else list(module), targets, wanted)
     targets += [name for name in wanted if name not in targets]
     if not targets:
         raise TensorNotFoundError("no tensor given; name at least one tensor to stop")
@@ -152,6 +160,21 @@ def _stop(
     plan.rewires.append((open_reads, output))
     consumers = tuple(dict.fromkeys(read.label for read in open_reads))
     return Insertion(target, node_name, output, consumers, owner.path, reused)
+
+
+def _add_module_stops(
+    model: onnx.ModelProto, modules: list[str], targets: list[str], wanted: dict[str, tuple[str, ...]]
+) -> None:
+    """Add the outputs of ``modules``, each for its readers outside the module, to the request.
+
+    A tensor named in ``at`` without consumers stays stopped for every reader.
+    """
+    from ..modules import plan_module_stops
+
+    for tensor, readers in plan_module_stops(model, modules).consumers.items():
+        if tensor in targets and tensor not in wanted:
+            continue
+        wanted[tensor] = tuple(dict.fromkeys([*wanted.get(tensor, ()), *readers]))
 
 
 def _unknown_tensor_message(model: onnx.ModelProto, target: str) -> str:

@@ -88,6 +88,7 @@ def generate_artifacts(
     loss_input_names: Sequence[str] | None = None,
     *,
     stop_at: Sequence[str] = (),
+    stop_modules: Sequence[str] = (),
     measure_removed: bool = True,
     batchnorm: str = "as-exported",
     dropout: str = "as-exported",
@@ -101,8 +102,10 @@ def generate_artifacts(
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
     ``"mse"`` / ``"adamw"``; ``"crossentropy"`` reads logits with the class axis last,
     ``(N, C)`` or ``(B, T, C)``, and skips labels equal to -100, as PyTorch does. A model
-    output the loss cannot read is refused before anything is built. ``stop_at`` names tensors to insert a StopGradient at first
-    (into the private copy; the input model is never changed).
+    output the loss cannot read is refused before anything is built. ``stop_at`` names
+    tensors to insert a StopGradient at first (into the private copy; the input model is
+    never changed); ``stop_modules`` names PyTorch module paths whose outputs are stopped
+    the same way (see ``insert_stop_gradient``).
 
     BatchNormalization and Dropout nodes behind the stops run in inference mode (running
     statistics, identity). In the trainable region they run as exported, or as
@@ -117,10 +120,10 @@ def generate_artifacts(
     optimizer = optimizer_type(optimizer)
     proto, sources = _load_complete(model)
     inserted: tuple[str, ...] = ()
-    if stop_at:
+    if stop_at or stop_modules:
         from ..passes import insert_in_place
 
-        insert_report = insert_in_place(proto, list(stop_at))
+        insert_report = insert_in_place(proto, list(stop_at), module=list(stop_modules))
         inserted = tuple(line for line in insert_report.summary().splitlines() if line)
     adjustments = apply_fixups(proto)
     loss = prepare_loss(loss, proto, loss_input_names)

@@ -45,8 +45,10 @@ def draw(
     at: Sequence[str] = (),
     loss_outputs: Sequence[str] | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
+    modules: Sequence[str] = (),
 ) -> DrawReport:
-    """Draw ``model`` (with stops added at ``at``, in memory only) to ``output``.
+    """Draw ``model`` (with stops added at ``at`` and at the outputs of ``modules``, in
+    memory only) to ``output``.
 
     The suffix of ``output`` picks the format: .svg, .png, .pdf (need Graphviz) or .dot.
     """
@@ -54,8 +56,8 @@ def draw(
     output_format(output)  # refuse an unknown suffix before any work
     proto, _ = load_model(model)
     validate_model(proto)
-    if at:
-        proto, _report = insert_stop_gradient(proto, list(at))
+    if at or modules:
+        proto, _report = insert_stop_gradient(proto, list(at), module=list(modules))
     targets = list(loss_outputs) if loss_outputs else None
     if targets:
         known = {name for n in proto.graph.node for name in n.output} | {i.name for i in proto.graph.input}

@@ -81,7 +81,9 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     for a, b in edges:
         if not any(nodes[a].input) and a not in attach and not single[a]:
             attach[a] = b
-    grouping = group_nodes(labels, blocked, single, edges, max_nodes, attach)
+    from ..modules import ModuleTree  # module scopes (dynamo metadata too) name the boxes
+
+    grouping = group_nodes(ModuleTree(model).scoped_labels(), blocked, single, edges, max_nodes, attach)
     for i, construct in constructs.items():
         grouping.item[i] = f"c:{construct.name}"
     params = {t.name: _param_kind(t.name, flow) for t in graph.initializer if t.data_type in FLOAT_TYPES}

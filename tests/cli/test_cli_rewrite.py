@@ -99,7 +99,7 @@ def test_usage_errors(model_path: Path):
     code, _, err = _run("insert", model_path, "--consumer", "add", "--at", "h")
     assert code == 2 and "--consumer NODE must follow the --at TENSOR" in err
     code, _, err = _run("insert", model_path)
-    assert code == 2 and "name the tensors to stop with --at, --match or --regex" in err
+    assert code == 2 and "name the tensors to stop with --at, --match, --regex or --module" in err
     code, _, err = _run("insert", model_path, "--at", "h", "--in-place", "-o", model_path.with_name("x.onnx"))
     assert code == 2 and "either --in-place or -o" in err
 
