@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import TrainingError
 from ..training._choices import LOSSES, OPTIMIZERS
 from . import main
 from ._options import json_option, model_argument
@@ -130,7 +131,13 @@ def train(
     plus the loss's `labels` (crossentropy, int64) or `target` (mse, l1, bce); examples
     along axis 0. The trained parameters are saved back into DIR/checkpoint.
     """
-    from tqdm import tqdm
+    from ..training._ort import ort_artifacts
+
+    ort_artifacts()  # one line naming the [training] extra where ONNX Runtime training is missing
+    try:
+        from tqdm import tqdm
+    except ImportError as exc:
+        raise TrainingError(f"tqdm is not installed ({exc}): pip install 'onnx-stopgrad[training]'") from exc
 
     from ..training._loop import fit, read_npz
 
