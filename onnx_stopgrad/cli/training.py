@@ -52,6 +52,12 @@ def _names(names: tuple[str, ...]) -> str:
     "--frozen", "frozen", multiple=True, metavar="NAME", help="Also freeze this parameter (repeatable)."
 )
 @click.option("--prefix", default="", help="Prefix of the artifact file names.")
+@click.option(
+    "--portable",
+    is_flag=True,
+    help="Write the stops as plain Identity nodes: same training, and any ONNX Runtime training "
+    "runtime (C, C++, C#, Java, mobile) loads the artifacts without the op library.",
+)
 @json_option
 def artifacts(
     model: Path,
@@ -62,6 +68,7 @@ def artifacts(
     requires_grad: tuple[str, ...],
     frozen: tuple[str, ...],
     prefix: str,
+    portable: bool,
     as_json: bool,
 ) -> None:
     """Write training_model.onnx, eval_model.onnx, optimizer_model.onnx and checkpoint.
@@ -69,6 +76,11 @@ def artifacts(
     No gradient is computed behind a StopGradient; parameters reached only through
     stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
     stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+
+    \b
+    Examples:
+      onnx-stopgrad artifacts model.onnx --loss crossentropy --at /backbone/Relu_3_output_0
+      onnx-stopgrad artifacts model.stopgrad.onnx --loss mse --portable -o mobile.artifacts
     """
     from ..training import generate_artifacts
 
@@ -76,6 +88,7 @@ def artifacts(
     result = generate_artifacts(
         model, requires_grad=list(requires_grad) or None, frozen_params=list(frozen) or None,
         loss=loss, optimizer=optimizer, artifact_directory=target, prefix=prefix, stop_at=ats,
+        portable=portable,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
@@ -93,6 +106,8 @@ def artifacts(
         click.echo(line)
     click.echo(f"wrote {result.directory}/: {', '.join(result.files)}")
     click.echo(f"stops ({len(result.stops)}): {_names(result.stops)}")
+    if portable and result.stops:
+        click.echo("portable: the stops are written as Identity; the artifacts run without the op library")
     click.echo(f"trainable ({len(result.trainable)}): {_names(result.trainable)}")
     click.echo(f"frozen ({len(result.frozen)}): {_names(result.frozen)}")
     if removed is None:

@@ -81,6 +81,7 @@ def generate_artifacts(
     *,
     stop_at: Sequence[str] = (),
     measure_removed: bool = True,
+    portable: bool = False,
 ) -> ArtifactsReport:
     """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
 
@@ -90,7 +91,9 @@ def generate_artifacts(
     builds the gradient graph a second time, without the stops, to count what they saved.
     ``loss`` and ``optimizer`` take ORT's enums, onnxblock blocks, or names such as
     ``"mse"`` / ``"adamw"``. ``stop_at`` names tensors to insert a StopGradient at first
-    (into the private copy; the input model is never changed).
+    (into the private copy; the input model is never changed). ``portable`` writes the
+    training and eval models with each stop as a plain Identity: same losses and gradients,
+    and any ONNX Runtime training runtime loads them without the op library.
     """
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
@@ -108,7 +111,7 @@ def generate_artifacts(
     targets = list(loss_input_names or graph_outputs)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
-    if custom_op_library is None and stops:
+    if custom_op_library is None and stops and not portable:
         custom_op_library = _stop_library()
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     written = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
@@ -120,7 +123,7 @@ def generate_artifacts(
             loss=loss, optimizer=optimizer, prefix=prefix, ort_format=ort_format,
             custom_op_library=custom_op_library, nominal_checkpoint=nominal_checkpoint,
             additional_output_names=list(additional_output_names or ()),
-            loss_input_names=loss_input_names,
+            loss_input_names=loss_input_names, portable=portable,
         )  # fmt: skip
         adjustments.extend(
             f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant"
@@ -190,6 +193,7 @@ def _build(
     prefix: str,
     ort_format: bool,
     custom_op_library: Any,
+    portable: bool,
     **ort_options: Any,
 ) -> ParameterPlan:
     """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
@@ -227,7 +231,7 @@ def _build(
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"
         built = onnx.load(str(path))
-        restore_stops(built, stops, temporary)
+        restore_stops(built, stops, temporary, portable=portable)
         cap_ir_version(built)
         if kind == "eval":  # what export_for_inference keeps
             _keep_props(built.metadata_props, lambda p: p.key != OUTPUTS_METADATA_KEY)
@@ -239,7 +243,7 @@ def _build(
         if cap_ir_version(optimizer_model):
             onnx.save(optimizer_model, str(optimizer_path))
     if ort_format:
-        _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops))
+        _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops) and not portable)
     return plan
 
 
