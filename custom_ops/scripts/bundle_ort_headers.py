@@ -37,12 +37,13 @@ def find_headers(fetch_dir: Path) -> tuple[Path, str]:
     if explicit:
         if not (Path(explicit) / HEADER).is_file():
             raise BundleError(f"ONNXRUNTIME_INCLUDE_DIR={explicit} has no {HEADER}")
-        return Path(explicit), f"ONNXRUNTIME_INCLUDE_DIR ({explicit})"
+        return Path(explicit), "the folder ONNXRUNTIME_INCLUDE_DIR named"
     for folder in SYSTEM_DIRS:
         if (folder / HEADER).is_file():
-            return folder, f"system ({folder})"
-    for header in sorted(fetch_dir.glob(f"*/**/{HEADER}")):  # fetched by an earlier run
-        return header.parent, f"fetched earlier ({header.relative_to(fetch_dir).parts[0]})"
+            return folder, f"the system's {folder}"
+    # Fetched earlier: by this script, or by a build of the checkout (build/temp.*/custom_ops/ort-headers).
+    for header in sorted(fetch_dir.parent.glob(f"**/ort-headers/*/**/{HEADER}")):
+        return header.parent, "fetch_ort_headers.sh (fetched earlier)"
     script = str(SCRIPTS / "fetch_ort_headers.sh")
     fetch = subprocess.run(["bash", script, str(fetch_dir)], check=False, capture_output=True, text=True)
     lines = fetch.stdout.strip().splitlines()
@@ -55,7 +56,7 @@ def find_headers(fetch_dir: Path) -> tuple[Path, str]:
             f"no ONNX Runtime headers to bundle: not in ONNXRUNTIME_INCLUDE_DIR or {SYSTEM_DIRS[0]}, and {why}"
         )
     folder = Path(lines[-1])
-    return folder, f"fetched ({folder.relative_to(fetch_dir).parts[0]})"
+    return folder, f"fetch_ort_headers.sh ({folder.relative_to(fetch_dir).parts[0]})"
 
 
 def find_licence(include_dir: Path) -> Path:
@@ -93,7 +94,7 @@ def bundle(dest: Path, fetch_dir: Path) -> str:
     version = api_version(include_dir)
     (staging / "SOURCE").write_text(
         f"ONNX Runtime C/C++ headers (ORT_API_VERSION {version}), MIT licence (LICENSE).\n"
-        f"Bundled by custom_ops/scripts/bundle_ort_headers.py from {origin}; licence from {licence}.\n"
+        f"Bundled by custom_ops/scripts/bundle_ort_headers.py from {origin}; LICENSE is {licence.name}.\n"
     )
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
