@@ -166,7 +166,7 @@ def _venv(path: Path) -> Path:
 
 def _smoke(python: Path, cwd: Path) -> None:
     out = _run([str(python), str(SMOKE)], cwd, _clean_env())
-    assert out.startswith("ok: onnx-stopgrad 0.1.0"), out
+    assert out.strip().splitlines()[-1].startswith("ok: onnx-stopgrad 0.1.0"), out
     where = _run(
         [str(python), "-c", "import onnx_stopgrad; print(onnx_stopgrad.__file__)"], cwd, _clean_env()
     )
