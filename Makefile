@@ -52,8 +52,9 @@ test: setup
 	ONNX_STOPGRAD_LARGE_TESTS=1 $(PY) -m pytest -q tests
 	PYTHONPATH=$(CURDIR) $(INFER_PY) -m pytest -q tests/op tests/rewrite tests/reliability/test_rel_oplib.py
 
+# Without the large tests and the packaging ones (they build and install the wheel and sdist).
 test-fast: setup
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x -m "not packaging" tests
 
 bench: setup
 	$(PY) benchmarks/run_all.py
@@ -67,7 +68,7 @@ dist: $(VENV)/.installed
 	ONNX_STOPGRAD_ZIG="$$($(PY) -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')" \
 	  ONNX_STOPGRAD_ZIG_TARGET=$(ZIG_TARGET) ONNX_STOPGRAD_HEADER_SOURCES=bundled \
 	  $(PY) -m pip wheel --quiet --no-deps --no-cache-dir -w dist/raw dist/onnx_stopgrad-*.tar.gz
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m auditwheel repair --plat $(MANYLINUX) -w dist dist/raw/*.whl
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m auditwheel repair --plat $(MANYLINUX) -w dist dist/raw/*.whl
 	rm -rf dist/raw
 	ls -l dist
 

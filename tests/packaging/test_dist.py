@@ -159,9 +159,40 @@ def test_sdist_holds_the_sources_and_the_ort_headers_with_their_licence(dist):
     assert not [n for n in names if n.endswith((".so", ".dylib", ".dll")) or n.startswith("build/")]
 
 
-def _venv(path: Path) -> Path:
-    _run([sys.executable, "-m", "venv", str(path)], path.parent, _clean_env())
-    return path / "bin" / "python"
+@dataclass(frozen=True)
+class Venvs:
+    wheel: Path  # python of a venv with the wheel and onnxruntime only
+    sdist: Path  # python of a venv with the sdist (bundled headers only) and onnxruntime
+
+
+@pytest.fixture(scope="module")
+def venvs(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Venvs:
+    """Both venvs, installed side by side (pip mostly waits for downloads)."""
+    root = tmp_path_factory.mktemp("venvs")
+    installs = {}
+    for kind, target, env in (
+        ("wheel", dist.wheel, _clean_env()),
+        ("sdist", dist.sdist, _clean_env(ONNX_STOPGRAD_HEADER_SOURCES="bundled")),
+    ):
+        _run([sys.executable, "-m", "venv", "--without-pip", kind], root, _clean_env())
+        python = root / kind / "bin" / "python"
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            ONNXRUNTIME,
+            str(target),
+        ]
+        installs[kind] = (python, subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    for kind, (_, process) in installs.items():
+        output, _ = process.communicate(timeout=400)
+        assert process.returncode == 0, f"pip install of the {kind}:\n{output[-3000:]}"
+    return Venvs(installs["wheel"][0], installs["sdist"][0])
 
 
 def _smoke(python: Path, cwd: Path) -> None:
@@ -175,24 +206,16 @@ def _smoke(python: Path, cwd: Path) -> None:
     )  # the installed copy, not the checkout
 
 
-def test_wheel_in_a_fresh_venv_with_onnxruntime_only(dist, tmp_path):
-    python = _venv(tmp_path / "venv")
-    _run(
-        [str(python), "-m", "pip", "install", "--quiet", ONNXRUNTIME, str(dist.wheel)], tmp_path, _clean_env()
-    )
-    _smoke(python, tmp_path)
+def test_wheel_in_a_fresh_venv_with_onnxruntime_only(venvs, tmp_path):
+    _smoke(venvs.wheel, tmp_path)
     # Training needs the [training] extra: one line that names it, no traceback.
     done = subprocess.run(
-        [str(python.parent / "onnx-stopgrad"), "train", str(tmp_path), "--data", str(tmp_path / "x.npz")],
+        [str(venvs.wheel.parent / "onnx-stopgrad"), "train", str(tmp_path), "--data", str(tmp_path / "x.npz")],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "[training]" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_sdist_builds_from_its_bundled_headers_alone(dist, tmp_path):
-    python = _venv(tmp_path / "venv")
-    env = _clean_env(ONNX_STOPGRAD_HEADER_SOURCES="bundled")
-    _run([str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", ONNXRUNTIME, str(dist.sdist)],
-         tmp_path, env)  # fmt: skip
-    _smoke(python, tmp_path)
+def test_sdist_builds_from_its_bundled_headers_alone(venvs, tmp_path):
+    _smoke(venvs.sdist, tmp_path)
