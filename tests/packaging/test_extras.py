@@ -66,3 +66,12 @@ def test_train_without_onnxruntime_training_names_the_extra(monkeypatch, tmp_pat
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: ") and "pip install 'onnx-stopgrad[training]'" in line
+
+
+def test_torch_helpers_without_torch_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "onnx_stopgrad.torch", raising=False)
+    with pytest.raises(
+        ImportError, match=r"onnx_stopgrad\.torch needs PyTorch .*pip install 'onnx-stopgrad\[training\]'"
+    ):
+        import onnx_stopgrad.torch  # noqa: F401
