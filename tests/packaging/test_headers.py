@@ -116,3 +116,31 @@ def test_setup_py_build_failure_is_one_line_without_traceback(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: onnx-stopgrad: configuring custom_ops/ with CMake failed"), last
     assert "bundled: no" in done.stderr  # CMake's reason is above the line
+
+
+def test_failed_fetches_say_why(source, tmp_path):
+    """Without apt-get, curl or wget on PATH both fetch sources fail, each with its reason."""
+    build = tmp_path / "build"
+    # A first configure finds the compiler (with the full PATH) and caches it.
+    _configure(source, build, _env(ONNX_STOPGRAD_HEADER_SOURCES="bundled"))
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "mkdir", "rm", "find", "dirname", "tail"):
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"needs {tool}")
+        (tools / tool).symlink_to(found)
+    cmake = shutil.which("cmake") or "cmake"
+    env = _env(PATH=str(tools), ONNX_STOPGRAD_HEADER_SOURCES="debian,tarball")
+    done = subprocess.run(
+        [cmake, "-S", str(source), "-B", str(build)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    text = " ".join(done.stderr.split())
+    assert "debian: apt-get/dpkg not found (not a Debian-like system)" in text, text
+    assert "tarball: neither curl nor wget is installed" in text, text
