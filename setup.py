@@ -17,7 +17,6 @@ Everything else about the package lives in pyproject.toml.
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -90,8 +89,6 @@ class CMakeBuild(build_ext):
         build_dir = Path(self.build_temp).resolve() / ("custom_ops-zig" if zig else "custom_ops")
         build_dir.mkdir(parents=True, exist_ok=True)
         configure = ["cmake", "-S", str(ext.source_dir), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
-        if sys.platform == "win32" and platform.machine().lower() in ("amd64", "x86_64"):
-            configure += ["-A", "x64"]
         _run([*configure, *cmake_args], "configuring custom_ops/ with CMake")
         jobs = str(os.cpu_count() or 1)
         _run(
