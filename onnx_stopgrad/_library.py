@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,8 +17,10 @@ __all__ = ["LIBRARY_FILE", "check_runtime_version", "get_library_path", "session
 
 _log = logging.getLogger(__name__)
 
-#: File name of the op library inside the package's ``_lib`` folder.
-LIBRARY_FILE = "libonnx_stopgrad.so"
+#: File name of the op library inside the package's ``_lib`` folder (as setup.py names it).
+LIBRARY_FILE = {"win32": "onnx_stopgrad.dll", "darwin": "libonnx_stopgrad.dylib"}.get(
+    sys.platform, "libonnx_stopgrad.so"
+)
 
 # Session config entry that marks options which already have the library: ORT refuses a
 # session whose options register the same domain twice ("Domain already set in registry").
@@ -72,7 +75,13 @@ def session_options(options: onnxruntime.SessionOptions | None = None) -> onnxru
 
     Calling it again on the same options does nothing.
     """
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise LibraryError(
+            f"onnxruntime is not installed ({exc}): pip install 'onnx-stopgrad[cpu]' "
+            "(or [gpu], or [training] for ONNX Runtime training)"
+        ) from exc
 
     check_runtime_version(onnxruntime.__version__)
     path = get_library_path()

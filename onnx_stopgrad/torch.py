@@ -34,7 +34,13 @@ from types import FrameType
 from typing import Any
 
 import onnx
-import torch  # the real torch: absolute import, not this module
+
+try:
+    import torch  # the real torch: absolute import, not this module
+except ImportError as _exc:
+    raise ImportError(
+        f"onnx_stopgrad.torch needs PyTorch ({_exc}): pip install 'onnx-stopgrad[training]' or torch"
+    ) from _exc
 
 from . import _io
 from ._torch_family import expand_placeholders, gradient_scale, straight_through, translations

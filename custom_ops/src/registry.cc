@@ -1,7 +1,7 @@
 // The library's one exported symbol: RegisterCustomOps, called by ONNX Runtime's
 // SessionOptions.register_custom_ops_library. It negotiates the C API version with the
-// running ORT and adds the onnx_stopgrad domain with the CPU (and, when built, CUDA) ops:
-// one domain per process and API, shared by every SessionOptions.
+// running ORT and adds the onnx_stopgrad domain with the CPU op, and the CUDA ops where
+// the CUDA driver loads: one domain per process and API, shared by every SessionOptions.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -11,6 +11,8 @@
 #include "cpu/stop_gradient_cpu.h"
 #include "names.h"
 #include "op_common.h"
+#include "platform/export.h"
+#include "platform/shared_library.h"
 #ifdef ONNX_STOPGRAD_WITH_CUDA
 #include "cuda/stop_gradient_cuda.h"
 #endif
@@ -27,7 +29,7 @@ struct OpSet {
   uint32_t api_version = 0;
   StopGradientOp cpu;
 #ifdef ONNX_STOPGRAD_WITH_CUDA
-  std::vector<StopGradientOp> cuda = std::vector<StopGradientOp>(kCudaElementTypes.size());
+  std::vector<StopGradientOp> cuda;  // empty where the CUDA driver does not load
 #endif
   OrtCustomOpDomain* domain = nullptr;
 };
@@ -37,10 +39,10 @@ struct Registry {
   std::vector<std::unique_ptr<OpSet>> op_sets;
 };
 
-// Never destroyed, on purpose. The library is linked with `-z nodelete` (CMakeLists.txt),
-// so it stays loaded until the process exits even after ORT dlcloses it (ORT does so when
-// the last SessionOptions and session that registered it are gone; a reload would run the
-// static C++ and CUDA runtimes' start-up again and keep their allocations). Sessions keep
+// Never destroyed, on purpose. The library stays loaded until the process exits, even
+// after ORT dlcloses it (`-z nodelete` on Linux, PinThisLibrary elsewhere; ORT unloads it
+// when the last SessionOptions and session that registered it are gone, and a reload
+// would run the static C++ runtime's start-up again and keep its allocations). Sessions keep
 // pointers to the ops and may be destroyed during exit, after static destructors have
 // run, so nothing here may be freed: the operating system reclaims it.
 Registry& TheRegistry() {
@@ -54,8 +56,11 @@ OrtStatusPtr BuildOpSet(const OrtApi& api, uint32_t api_version, std::unique_ptr
   set->api_version = api_version;
   InitStopGradientCpuOp(set->cpu, api, api_version);
 #ifdef ONNX_STOPGRAD_WITH_CUDA
-  for (size_t i = 0; i < kCudaElementTypes.size(); ++i) {
-    InitStopGradientCudaOp(set->cuda[i], api, api_version, kCudaElementTypes[i]);
+  if (CudaOpsAvailable()) {
+    set->cuda.resize(kCudaElementTypes.size());
+    for (size_t i = 0; i < kCudaElementTypes.size(); ++i) {
+      InitStopGradientCudaOp(set->cuda[i], api, api_version, kCudaElementTypes[i]);
+    }
   }
 #endif
   ONNX_STOPGRAD_RETURN_IF_ERROR(api.CreateCustomOpDomain(kDomain, &set->domain));
@@ -141,10 +146,11 @@ OrtStatusPtr Register(OrtSessionOptions* options, const OrtApi& api, uint32_t ap
 }  // namespace
 }  // namespace onnx_stopgrad
 
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+extern "C" ONNX_STOPGRAD_EXPORT OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) noexcept {
   using namespace onnx_stopgrad;
   if (api_base == nullptr) return nullptr;  // no API table: nothing can be registered or reported
+  PinThisLibrary();  // the ops outlive every SessionOptions (see TheRegistry)
   uint32_t api_version = 0;
   const OrtApi* api = NegotiateApi(*api_base, &api_version);
   if (api == nullptr) return TooOldRuntime(*api_base);

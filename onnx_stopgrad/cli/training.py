@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import TrainingError
 from ..training._choices import LOSSES, OPTIMIZERS
 from ..training._modes import BATCHNORM_MODES, DROPOUT_MODES, mode_dict, mode_lines
 from . import main
@@ -71,6 +72,12 @@ def _names(names: tuple[str, ...]) -> str:
     "--dropout", type=click.Choice(DROPOUT_MODES), default="as-exported", show_default=True,
     help="Dropout in the trainable region (behind the stops: always off).",
 )
+@click.option(
+    "--portable",
+    is_flag=True,
+    help="Write the stops as plain Identity nodes: same training, and any ONNX Runtime training "
+    "runtime (C, C++, C#, Java, mobile) loads the artifacts without the op library.",
+)
 @json_option
 def artifacts(
     model: Path,
@@ -85,6 +92,7 @@ def artifacts(
     prefix: str,
     batchnorm: str,
     dropout: str,
+    portable: bool,
     as_json: bool,
 ) -> None:
     """Write training_model.onnx, eval_model.onnx, optimizer_model.onnx and checkpoint.
@@ -107,6 +115,7 @@ def artifacts(
       onnx-stopgrad artifacts gpt2.onnx --at /model/transformer/h.0/Add_1_output_0 --loss crossentropy \
         --loss-input logits
       onnx-stopgrad artifacts bert.onnx --loss crossentropy --module bert.encoder.layer.9
+      onnx-stopgrad artifacts model.stopgrad.onnx --loss mse --portable -o mobile.artifacts
     """
     from ..training import generate_artifacts
 
@@ -117,6 +126,7 @@ def artifacts(
         batchnorm=batchnorm, dropout=dropout,
         loss_input_names=list(loss_inputs) or None,
         stop_modules=modules,
+        portable=portable,
     )  # fmt: skip
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
@@ -135,6 +145,8 @@ def artifacts(
         click.echo(line)
     click.echo(f"wrote {result.directory}/: {', '.join(result.files)}")
     click.echo(f"stops ({len(result.stops)}): {_names(result.stops)}")
+    if portable and result.stops:
+        click.echo("portable: the stops are written as Identity; the artifacts run without the op library")
     click.echo(f"trainable ({len(result.trainable)}): {_names(result.trainable)}")
     click.echo(f"frozen ({len(result.frozen)}): {_names(result.frozen)}")
     if removed is None:
@@ -176,7 +188,13 @@ def train(
     skips a position) or `target` (mse, l1, bce); examples along axis 0. The trained
     parameters are saved back into DIR/checkpoint.
     """
-    from tqdm import tqdm
+    from ..training._ort import ort_artifacts
+
+    ort_artifacts()  # one line naming the [training] extra where ONNX Runtime training is missing
+    try:
+        from tqdm import tqdm
+    except ImportError as exc:
+        raise TrainingError(f"tqdm is not installed ({exc}): pip install 'onnx-stopgrad[training]'") from exc
 
     from ..training._loop import fit, read_npz
 

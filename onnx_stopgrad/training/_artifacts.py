@@ -92,6 +92,7 @@ def generate_artifacts(
     measure_removed: bool = True,
     batchnorm: str = "as-exported",
     dropout: str = "as-exported",
+    portable: bool = False,
 ) -> ArtifactsReport:
     """Like ``onnxruntime.training.artifacts.generate_artifacts``, honouring StopGradient.
 
@@ -111,7 +112,9 @@ def generate_artifacts(
     statistics, identity). In the trainable region they run as exported, or as
     ``batchnorm`` (``"as-exported"``, ``"train"``, ``"eval"``) and ``dropout``
     (``"as-exported"``, ``"on"``, ``"off"``) say; running statistics are never trained
-    (see :mod:`onnx_stopgrad.training._mode_rewrite`).
+    (see :mod:`onnx_stopgrad.training._mode_rewrite`). ``portable`` writes the
+    training and eval models with each stop as a plain Identity: same losses and gradients,
+    and any ONNX Runtime training runtime loads them without the op library.
     """
     artifacts = _ort.ort_artifacts()
     from ._choices import loss_type, optimizer_type
@@ -134,7 +137,7 @@ def generate_artifacts(
     adjustments.extend(mode_adjustments(rewrite))
     warn_split_ties(proto, plan.trainable)
     stops = tuple(node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n))
-    if custom_op_library is None and stops:
+    if custom_op_library is None and stops and not portable:
         custom_op_library = _stop_library()
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     written = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
@@ -146,7 +149,7 @@ def generate_artifacts(
             loss=loss, optimizer=optimizer, prefix=prefix, ort_format=ort_format,
             custom_op_library=custom_op_library, nominal_checkpoint=nominal_checkpoint,
             additional_output_names=list(additional_output_names or ()),
-            loss_input_names=loss_input_names, rewrite=rewrite,
+            loss_input_names=loss_input_names, rewrite=rewrite, portable=portable,
         )  # fmt: skip
         adjustments.extend(
             f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant"
@@ -218,6 +221,7 @@ def _build(
     ort_format: bool,
     custom_op_library: Any,
     rewrite: ModeRewrite,
+    portable: bool,
     **ort_options: Any,
 ) -> ParameterPlan:
     """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
@@ -258,7 +262,7 @@ def _build(
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"
         built = onnx.load(str(path))
-        restore_stops(built, stops, temporary)
+        restore_stops(built, stops, temporary, portable=portable)
         if kind == "training":
             rewrite.finish_training(built)
         else:
@@ -275,7 +279,7 @@ def _build(
         if cap_ir_version(optimizer_model):
             onnx.save(optimizer_model, str(optimizer_path))
     if ort_format:
-        _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops))
+        _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops) and not portable)
     return plan
 
 

@@ -32,6 +32,13 @@ def ort_artifacts() -> Any:
     try:
         from onnxruntime.training import artifacts
     except ImportError as exc:
+        if sys.version_info >= (3, 13):
+            python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+            raise TrainingError(
+                f"ONNX Runtime training is not available for Python {python} "
+                "(onnxruntime-training 1.19.2, the last release, has wheels for Python 3.10-3.12): "
+                "use Python 3.10-3.12 with pip install 'onnx-stopgrad[training]'"
+            ) from exc
         raise TrainingError(
             f"ONNX Runtime training is not installed ({exc}); "
             "pip install 'onnx-stopgrad[training]' (onnxruntime-training-cpu 1.19.2 and torch)"

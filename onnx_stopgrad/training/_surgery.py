@@ -89,12 +89,18 @@ def keep_alive_names(stops: Iterable[DetachedStop]) -> list[str]:
 
 
 def restore_stops(
-    model: onnx.ModelProto, stops: list[DetachedStop], temporary_outputs: Iterable[str]
+    model: onnx.ModelProto,
+    stops: list[DetachedStop],
+    temporary_outputs: Iterable[str],
+    *,
+    portable: bool = False,
 ) -> None:
     """Put the stops back into a model ORT built, and drop the temporary inputs/outputs.
 
     ORT may have removed the stand-in Identity and read the placeholder directly, also in
-    gradient nodes; those reads go back to the stop's output (same value).
+    gradient nodes; those reads go back to the stop's output (same value). ``portable``
+    puts each stop back as a plain ``Identity`` (same name, input and output): the
+    gradient graph is already built, so the model trains the same and needs no op library.
     """
     graph = model.graph
     back = {s.placeholder: s.output for s in stops}
@@ -113,12 +119,24 @@ def restore_stops(
                 f"ONNX Runtime removed {stop.input!r}, the input of StopGradient {stop.label!r}, "
                 "while building the gradient graph; please report this with the model"
             )
-        graph.node.append(copy.deepcopy(stop.node))
+        if portable:
+            identity = onnx.helper.make_node("Identity", [stop.input], [stop.output], name=stop.node.name)
+            graph.node.append(identity)
+        else:
+            graph.node.append(copy.deepcopy(stop.node))
         if stop.output not in described:
             graph.value_info.append(copy.deepcopy(stop.output_info))
-    if stops and not any(o.domain == DOMAIN for o in model.opset_import):
+    if portable:
+        _drop_unused_domain(model)
+    elif stops and not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
     toposort(graph)
+
+
+def _drop_unused_domain(model: onnx.ModelProto) -> None:
+    """Remove the op library's opset import when no node of the main graph uses it."""
+    if not any(node.domain == DOMAIN for node in model.graph.node):
+        _keep(model.opset_import, lambda o: o.domain != DOMAIN)
 
 
 def _keep(field: Any, wanted: Callable[[Any], bool]) -> None:

@@ -1,5 +1,6 @@
 // StopGradient for CUDAExecutionProvider: one typed op per numeric element type (string
-// tensors never live on a GPU), device-to-device copy on ORT's stream when needed.
+// tensors never live on a GPU), device-to-device copy on ORT's stream when needed, through
+// the CUDA driver loaded at run time (cuda_driver.h).
 #pragma once
 
 #include <array>
@@ -17,6 +18,9 @@ inline constexpr std::array<ONNXTensorElementDataType, 13> kCudaElementTypes = {
     ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64,
     ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL,
 };
+
+// Whether the CUDA driver loads here (the CUDA ops are registered only then).
+bool CudaOpsAvailable() noexcept;
 
 void InitStopGradientCudaOp(StopGradientOp& op, const OrtApi& api, uint32_t api_version,
                             ONNXTensorElementDataType element_type);
