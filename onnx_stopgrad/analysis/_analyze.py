@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from .._flow import (
-    FLOAT_TYPES,
-    analyze_gradient_flow,
-    is_stop_gradient,
-    iter_nodes,
-    node_label,
-    node_reads,
-)
 from .._io import ModelLike, load_model
 from ..errors import InvalidModelError, TensorNotFoundError
+from ..graph import (
+    FLOAT_TYPES,
+    GradientFlow,
+    TensorLinks,
+    analyze_gradient_flow,
+    element_types,
+    is_stop_gradient,
+    iter_node_sites,
+    node_label,
+    reach_back,
+)
 from ..passes import insert_stop_gradient, validate_model
 from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
@@ -59,7 +61,7 @@ def analyze(
     proto, _ = load_model(model)
     validate_model(proto)
     label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
-    existing = {node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n)}
+    existing = {(site.path, site.label) for site in iter_node_sites(proto.graph) if is_stop_gradient(site.node)}
     if at:
         proto, _report = insert_stop_gradient(proto, list(at))
     graph = proto.graph
@@ -70,7 +72,8 @@ def analyze(
         raise InvalidModelError(
             f"no floating-point loss output among {', '.join(targets)}; name one with --loss-output"
         )
-    flow = analyze_gradient_flow(proto, float_targets)
+    types = element_types(proto)
+    flow = analyze_gradient_flow(proto, float_targets, types)
     params = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
 
     def infos(names: Iterable[str]) -> list[ParameterInfo]:
@@ -82,10 +85,11 @@ def analyze(
         "partially_blocked": infos(flow.partially_blocked),
         "unaffected": infos(p for p in flow.trainable if p not in partial),
         "unreachable": infos(flow.unreachable),
+        "constant": infos(flow.constant),
     }
-    stops = _stops(proto, flow, existing, float_targets)
-    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, table, cut_stops=False)
-    with_ = plan_backward(graph, flow.trainable, float_targets, table, cut_stops=True)
+    stops = _stops(proto, flow, existing, types)
+    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, types, cut_stops=False)
+    with_ = plan_backward(graph, flow.trainable, float_targets, types, cut_stops=True)
     kept_static = set(with_.nodes)
     no_gradient = [
         NodeRef(node_label(graph.node[i], i), graph.node[i].op_type)
@@ -113,6 +117,7 @@ def analyze(
         gradient_graph=gradient_graph,
         costs=costs,
         warnings=warnings,
+        constant=groups["constant"],
     )
 
 
@@ -153,50 +158,26 @@ def _param_info(tensor: onnx.TensorProto, blocked_by: Iterable[str]) -> Paramete
     )
 
 
-def _walk(start: Iterable[str], links: Mapping[str, Iterable[str]]) -> set[str]:
-    seen = set(start)
-    stack = list(seen)
-    while stack:
-        for nxt in links.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def _labelled_nodes(graph: onnx.GraphProto):
-    """Every node of ``graph`` and its subgraphs with the label ``_flow`` gives it."""
-    for index, node in enumerate(graph.node):
-        yield node, node_label(node, index)
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                yield from _labelled_nodes(sub)
-
-
-def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str]) -> list[StopInfo]:
-    """Every StopGradient, with the parameters it freezes and whether it blocks anything."""
-    preds: dict[str, list[str]] = defaultdict(list)
-    for node, _graph in iter_nodes(proto.graph):
-        for out in node.output:
-            preds[out].extend(node_reads(node))
-    reaches_loss = _walk(targets, preds)
+def _stops(
+    proto: onnx.ModelProto, flow: GradientFlow, existing: set[tuple[str, str]], types: dict[str, int]
+) -> list[StopInfo]:
+    """Every StopGradient of every graph, with the parameters it freezes and whether it
+    blocks anything (a parameter behind it, its output reaching the loss)."""
+    links = TensorLinks(proto.graph, types)
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)
     result = []
-    for node, name in _labelled_nodes(proto.graph):
-        if not is_stop_gradient(node) or not node.input or not node.output:
-            continue
-        behind = _walk([node.input[0]], preds) & params
-        freezes = sorted(p for p in frozen if name in flow.blocking_stops.get(p, ()))
+    for stop in links.stops:
+        behind = reach_back([stop.input], links.all_preds) & params
+        freezes = sorted(p for p in frozen if stop.label in flow.blocking_stops.get(p, ()))
         result.append(
             StopInfo(
-                name=name,
-                input=node.input[0],
-                output=node.output[0],
-                origin="model" if name in existing else "at",
+                name=stop.label,
+                input=stop.input,
+                output=stop.output,
+                origin="model" if (stop.path, stop.label) in existing else "at",
                 freezes=freezes,
-                blocks_anything=bool(behind) and node.output[0] in reaches_loss,
+                blocks_anything=bool(behind) and stop.output in flow.reaches_targets,
             )
         )
     return result

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from .._flow import FLOAT_TYPES, is_stop_gradient, node_reads
+from ..graph import FLOAT_TYPES, is_stop_gradient, node_reads
 from ._shapes import ShapeTable
 
 __all__ = [

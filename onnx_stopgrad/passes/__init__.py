@@ -8,7 +8,7 @@ ModelProto the caller owns and skip the copy (the CLI uses them).
 
 from __future__ import annotations
 
-from ._scope import validate as validate_model
+from ..graph import validate as validate_model
 from ._select import closest_names, node_names, select_tensors, tensor_names
 from .insert import insert_in_place, insert_stop_gradient
 from .listing import list_stop_gradients

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import onnx
 
-from .._flow import is_stop_gradient, iter_nodes
 from ..errors import TensorNotFoundError
+from ..graph import is_stop_gradient, iter_nodes
 
 __all__ = ["tensor_names", "node_names", "select_tensors", "closest_names", "not_found_message"]
 

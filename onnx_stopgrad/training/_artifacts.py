@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, node_label
+from ..graph import is_stop_gradient, node_label
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
 from ..errors import TrainingError
 from ..passes import validate_model

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._flow import analyze_gradient_flow
+from ..graph import analyze_gradient_flow
 from .._io import ModelLike, load_model
 from ..errors import TensorNotFoundError
 from ..passes import insert_stop_gradient, validate_model

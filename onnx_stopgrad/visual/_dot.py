@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
+from ..graph import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
 from ._scopes import Grouping, group_nodes
 
 __all__ = ["DotGraph", "build_dot", "COLORS"]

@@ -1,8 +1,8 @@
 """The structural checks the scan makes on every graph, and their one-line messages.
 
 ``onnx.checker.check_model`` costs about as much as loading the model, so the rewriter
-does not call it; the scan in :mod:`._scope` checks the same structure with set lookups
-while it walks the graph (see :func:`._scope.scan`). What it refuses:
+does not call it; the scan in :mod:`._index` checks the same structure with set lookups
+while it walks the graph (see :func:`._index.scan`). What it refuses:
 
 * a node input that is not a graph input, initializer, outer-scope name (subgraphs) or
   the output of an earlier node (dangling reads, cycles, unsorted nodes);
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 
 import onnx
 
-from .._flow import MAX_DEPTH, not_utf8_error
 from ..errors import InvalidModelError
+from ._walk import MAX_DEPTH, not_utf8_error
 
 __all__ = ["ITEM_SIZE", "MAX_DEPTH", "tensor_problem", "invalid", "where", "not_utf8_error", "check_text"]
 

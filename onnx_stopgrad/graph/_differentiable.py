@@ -1,0 +1,111 @@
+"""THE rule for which tensors ONNX Runtime 1.19 differentiates, and the one type inference.
+
+ORT's gradient builder (orttraining/core/framework/gradient_graph_builder.cc) skips the
+*stop-gradient edges* of a node in both of its walks: ``Cast`` to a non-float type, and a
+fixed table keyed by op type (``STOP_GRADIENT_EDGES`` in gradient_graph_builder.h), to
+which this rule adds the inputs ORT has no gradient builder for (``Pow``'s exponent).
+Only floating-point tensors carry gradients; a tensor of unknown type counts as float.
+A StopGradient node has no differentiable input at all. Analysis and training both ask
+:func:`differentiable_inputs`, so they cannot disagree about a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import onnx
+
+from ._walk import is_stop_gradient, iter_graphs
+
+__all__ = [
+    "FLOAT_TYPES",
+    "NON_DIFFERENTIABLE_INPUTS",
+    "UNKNOWN_TYPE",
+    "carries_gradient",
+    "differentiable_inputs",
+    "element_types",
+    "infer_types",
+]
+
+#: Element types that can receive gradients.
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
+
+#: Stands for "element type unknown" in a type table: treated as float.
+UNKNOWN_TYPE = -1
+
+#: Inputs ONNX Runtime 1.19 computes no gradient for (op_type -> input indices): its
+#: gradient builder's stop-gradient edges, plus inputs it has no gradient builder for
+#: (``Pow``'s exponent). A float initializer read only at such inputs, or only on paths
+#: through them, is a constant to ORT: it cannot be trained.
+NON_DIFFERENTIABLE_INPUTS: dict[str, frozenset[int]] = {
+    op: frozenset(indices)
+    for op, indices in {
+        "Not": (0,), "And": (0, 1), "Or": (0, 1), "Xor": (0, 1), "Equal": (0, 1), "Less": (0, 1),
+        "LessOrEqual": (0, 1), "Greater": (0, 1), "GreaterOrEqual": (0, 1), "IsInf": (0,),
+        "IsNaN": (0,), "NonZero": (0,), "Shape": (0,), "Size": (0,), "ConstantOfShape": (0,),
+        "BatchNormalization": (3, 4), "Pow": (1,), "Gather": (1,), "GatherElements": (1,),
+        "GatherND": (1,), "Reshape": (1,), "Expand": (1,), "Dropout": (1, 2), "Slice": (1, 2, 3, 4),
+        "SoftmaxCrossEntropyLoss": (1, 2), "Scatter": (1,), "ScatterElements": (1,), "ScatterND": (1,),
+        "OneHot": (0, 1, 2), "Where": (0,), "Range": (0, 1, 2), "Tile": (1,), "TopK": (1,),
+        "Squeeze": (1,), "Unsqueeze": (1,), "ReduceSum": (1,), "Split": (1,), "Clip": (1, 2),
+    }.items()
+}  # fmt: skip
+
+_STANDARD_DOMAINS = ("", "ai.onnx")
+_NONE: frozenset[int] = frozenset()
+
+
+def carries_gradient(name: str, types: Mapping[str, int]) -> bool:
+    """Whether tensor ``name`` can carry a gradient: float, or of unknown type."""
+    elem = types.get(name, UNKNOWN_TYPE)
+    return elem == UNKNOWN_TYPE or elem in FLOAT_TYPES
+
+
+def differentiable_inputs(node: onnx.NodeProto, types: Mapping[str, int]) -> list[str]:
+    """The explicit inputs of ``node`` through which ORT passes a gradient.
+
+    Empty for a StopGradient and for a Cast to a non-float type; otherwise every named
+    float (or untyped) input except the op's stop-gradient edges. Names a node's
+    subgraphs read are the subgraph nodes' own inputs, judged by this rule in turn.
+    """
+    if is_stop_gradient(node):
+        return []
+    if node.op_type == "Cast" and node.domain in _STANDARD_DOMAINS:
+        to = next((a.i for a in node.attribute if a.name == "to"), UNKNOWN_TYPE)
+        if to != UNKNOWN_TYPE and to not in FLOAT_TYPES:
+            return []
+    skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, _NONE) if node.domain in _STANDARD_DOMAINS else _NONE
+    return [
+        name
+        for slot, name in enumerate(node.input)
+        if name and slot not in skip and carries_gradient(name, types)
+    ]
+
+
+def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """The tensor type (with shape where known) of every name shape inference or the model
+    declares, in every graph; the one place onnx-stopgrad runs type inference.
+
+    Inference is best effort: where it fails, what the model declares is used.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - unknown types count as float
+        inferred = model
+    types: dict[str, onnx.TypeProto] = {}
+    for graph in iter_graphs(inferred.graph):
+        for value in (*graph.value_info, *graph.input, *graph.output):
+            if value.type.tensor_type.elem_type:
+                types.setdefault(value.name, value.type)
+        for tensor in graph.initializer:
+            types.setdefault(
+                tensor.name, onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
+            )
+    return types
+
+
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor :func:`infer_types` knows."""
+    return {name: t.tensor_type.elem_type for name, t in infer_types(model).items()}
