@@ -24,6 +24,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InvalidModelError, ModelLoadError, ModelSaveError
+from .graph import iter_graphs
 
 __all__ = [
     "ModelLike",
@@ -167,17 +168,14 @@ def _resolves_inside(path: Path, directory: Path) -> bool:
 
 
 def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    yield from (sparse.values for sparse in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _iter_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _iter_tensors(sub)
+    for each in iter_graphs(graph):
+        yield from each.initializer
+        yield from (sparse.values for sparse in each.sparse_initializer)
+        for node in each.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:
