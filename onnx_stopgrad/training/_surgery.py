@@ -43,6 +43,9 @@ class DetachedStop:
     output_info: onnx.ValueInfoProto
     keep_alive: bool  # the input was exposed as a temporary graph output
     placeholder: str  # the temporary graph input standing in for the stop's output
+    #: The initializer the stop reads, if it reads one: ORT drops an initializer nothing
+    #: else reads (a stop whose output is unused), and it is put back with the stop.
+    initializer: onnx.TensorProto | None = None
 
 
 def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[DetachedStop]]:
@@ -53,6 +56,7 @@ def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Detached
     types = infer_types(detached)
     taken = _defined_names(graph) | {v.name for v in graph.value_info}
     sources = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    initializers = {t.name: t for t in graph.initializer}
     stops: list[DetachedStop] = []
     for index, node in enumerate(graph.node):
         if not is_stop_gradient(node):
@@ -72,7 +76,11 @@ def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Detached
         keep_alive = src not in sources
         if keep_alive and src not in {v.name for v in graph.value_info}:
             graph.value_info.append(onnx.helper.make_value_info(src, types.get(src) or tensor_type))
-        stops.append(DetachedStop(copy.deepcopy(node), label, src, dst, info, keep_alive, placeholder))
+        stops.append(
+            DetachedStop(
+                copy.deepcopy(node), label, src, dst, info, keep_alive, placeholder, initializers.get(src)
+            )
+        )
         node.CopyFrom(onnx.helper.make_node("Identity", [placeholder], [dst], name=f"{label}.detached"))
     return detached, stops
 
@@ -109,6 +117,9 @@ def restore_stops(
     known = _defined_names(graph) | {s.output for s in stops}
     described = {v.name for v in graph.value_info}
     for stop in stops:
+        if stop.input not in known and stop.initializer is not None:
+            graph.initializer.append(copy.deepcopy(stop.initializer))
+            known.add(stop.input)
         if stop.input not in known:
             raise TrainingError(
                 f"ONNX Runtime removed {stop.input!r}, the input of StopGradient {stop.label!r}, "

@@ -1,0 +1,82 @@
+"""The two disagreements of issue 14, fixed by one rule and one walk (onnx_stopgrad.graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx_stopgrad._names import DOMAIN, OP_TYPE
+from onnx_stopgrad.analysis import analyze
+from onnx_stopgrad.graph import NON_DIFFERENTIABLE_INPUTS, analyze_gradient_flow, differentiable_inputs
+
+
+def _value(name: str, elem: int = TensorProto.FLOAT, shape: list[int] | None = None) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, [2] if shape is None else shape)
+
+
+def _model(nodes, inputs, weights) -> onnx.ModelProto:
+    inits = [numpy_helper.from_array(np.full(2, 1.5, np.float32), name) for name in weights]
+    graph = helper.make_graph(nodes, "g", inputs, [_value("y")], inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    )
+    model.ir_version = 9
+    return model
+
+
+def _pow_model() -> onnx.ModelProto:
+    """y = (x * w) ** e: ``e`` reaches the loss only as Pow's exponent."""
+    nodes = [helper.make_node("Mul", ["x", "w"], ["h"]), helper.make_node("Pow", ["h", "e"], ["y"])]
+    return _model(nodes, [_value("x")], ["w", "e"])
+
+
+def test_pow_exponent_is_constant_in_analyze_and_artifacts(tmp_path) -> None:
+    report = analyze(_pow_model(), use_onnxruntime=False)
+    assert [p.name for p in report.constant] == ["e"]
+    assert [p.name for p in report.unaffected] == ["w"]
+    pytest.importorskip("onnxruntime.training")
+    from onnx_stopgrad.training import generate_artifacts
+
+    built = generate_artifacts(_pow_model(), loss="mse", artifact_directory=tmp_path, measure_removed=False)
+    assert built.trainable == ("w",)
+    trained = onnx.load(str(tmp_path / "training_model.onnx"))
+    outputs = {name for node in trained.graph.node for name in node.output}
+    assert any(n.startswith("w_grad") for n in outputs)
+    assert not any(n.startswith("e_grad") for n in outputs)  # ORT's own build agrees
+
+
+def test_stop_inside_an_if_body_is_the_models_own() -> None:
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node(OP_TYPE, ["m"], ["t"], name="inner", domain=DOMAIN)],
+        "then", [], [_value("t")],
+    )  # fmt: skip
+    else_branch = helper.make_graph([helper.make_node("Add", ["x", "v"], ["e"])], "else", [], [_value("e")])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)]
+    report = analyze(
+        _model(nodes, [_value("x"), _value("c", TensorProto.BOOL, [])], ["w", "v"]), use_onnxruntime=False
+    )
+    assert [(s.name, s.origin, s.blocks_anything) for s in report.stops] == [("inner", "model", True)]
+    assert [p.name for p in report.frozen] == ["w"]
+    assert [p.name for p in report.unaffected] == ["v"]
+    assert not report.warnings
+
+
+def test_rule_cuts_the_table_cast_and_stops() -> None:
+    types = {"x": TensorProto.FLOAT, "shape": TensorProto.INT64, "i": TensorProto.INT64}
+    assert differentiable_inputs(helper.make_node("Reshape", ["x", "shape"], ["r"]), types) == ["x"]
+    assert differentiable_inputs(helper.make_node("Pow", ["x", "x"], ["p"]), types) == ["x"]
+    assert differentiable_inputs(helper.make_node("Cast", ["x"], ["c"], to=TensorProto.INT64), types) == []
+    assert differentiable_inputs(helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT16), types) == [
+        "x"
+    ]
+    assert differentiable_inputs(helper.make_node(OP_TYPE, ["x"], ["s"], domain=DOMAIN), types) == []
+    assert differentiable_inputs(helper.make_node("Add", ["x", "i"], ["a"]), types) == ["x"]
+    assert NON_DIFFERENTIABLE_INPUTS["Pow"] == frozenset({1})
+
+
+def test_flow_groups_partition_the_parameters() -> None:
+    flow = analyze_gradient_flow(_pow_model())
+    groups = [flow.trainable, flow.frozen, flow.constant, flow.unreachable]
+    assert sorted(p for g in groups for p in g) == ["e", "w"]
