@@ -26,6 +26,7 @@ from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
 from ._ort_graph import (
     OrtGradientGraph,
+    UndifferentiableGraphError,
     build_ort_gradient_graph,
     ort_error_message,
     ort_training_version,
@@ -96,12 +97,12 @@ def analyze(
         for i in without.nodes
         if i not in kept_static and not is_stop_gradient(graph.node[i])
     ]
-    ort_with, ort_without, version, reason = _ort_graphs(
+    ort_with, ort_without, version, reason, blocked = _ort_graphs(
         proto, flow, float_targets, table, use_onnxruntime
     )
     gradient_graph = _graph_size(without, with_, ort_with, ort_without, version, reason)
     costs = _costs(graph, table, params, without, with_, ort_with, ort_without)
-    warnings = _warnings(stops, flow, params)
+    warnings = _warnings(stops, flow, blocked if version is not None else None)
     for warning in warnings:
         log.warning(warning)
     return AnalysisReport(
@@ -184,23 +185,33 @@ def _stops(
 
 
 def _ort_graphs(proto, flow, targets, table, use_onnxruntime):
+    """``(with stops, without, version, reason, blocked)``: ORT's gradient graphs, or the
+    reason they are missing; ``blocked`` lists the nodes ORT cannot differentiate with the
+    stops (judged on its optimized graph)."""
     if not use_onnxruntime:
-        return None, None, None, "onnxruntime not used (--static)"
+        return None, None, None, "onnxruntime not used (--static)", ()
     version, reason = ort_training_version()
     if version is None:
-        return None, None, None, reason
+        return None, None, None, reason, ()
+    blocked: tuple[str, ...] = ()
     try:
+        try:
+            with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+        except UndifferentiableGraphError as exc:
+            blocked = exc.nodes
+            raise
         without = build_ort_gradient_graph(
             proto, [*flow.trainable, *flow.frozen], targets, table, cut_stops=False
         )
-        with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+    except UndifferentiableGraphError as exc:
+        return None, None, version, f"{exc}; counts are static", blocked
     except Exception as exc:  # ORT raises plain RuntimeError/Fail for models it refuses
         log.info("onnxruntime could not build the gradient graph: %s", exc)
         return None, None, version, (
             f"onnxruntime {version} could not build the training graph ({ort_error_message(exc)}); "
             "counts are static"
-        )
-    return with_, without, version, None
+        ), ()
+    return with_, without, version, None, ()
 
 
 def _graph_size(
@@ -271,7 +282,9 @@ def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostE
     )
 
 
-def _warnings(stops: list[StopInfo], flow, params: Mapping[str, onnx.TensorProto]) -> list[str]:
+def _warnings(stops: list[StopInfo], flow: GradientFlow, blocked: Sequence[str] | None) -> list[str]:
+    """One line per useless stop, per node ORT cannot differentiate (``blocked``, from its
+    optimized graph; None: judged statically), and when nothing trains."""
     warnings = []
     for stop in stops:
         if not stop.blocks_anything:
@@ -279,6 +292,15 @@ def _warnings(stops: list[StopInfo], flow, params: Mapping[str, onnx.TensorProto
                 f"StopGradient {stop.name} at {stop.input!r} blocks nothing: no parameter lies "
                 "behind it, or its output does not reach the loss"
             )
+    static = blocked is None
+    for node in (flow.undifferentiable_nodes if static else blocked)[:1]:
+        unless = " unless its optimizer removes it (a constant If condition)" if static else ""
+        warnings.append(
+            f"ONNX Runtime 1.19 cannot differentiate node {node}{unless}: `artifacts` then refuses this "
+            "model; put StopGradient nodes around it (at its output, and at its inputs that parameters "
+            "reach) or freeze those parameters"
+        )
     if flow.frozen and not flow.trainable:
-        warnings.append("no trainable parameter remains: every parameter reaches the loss only through stops")
+        how = "stops or inputs ONNX Runtime does not differentiate" if flow.constant else "stops"
+        warnings.append(f"no trainable parameter remains: every parameter reaches the loss only through {how}")
     return warnings

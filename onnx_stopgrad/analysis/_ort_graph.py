@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from ..graph import FLOAT_TYPES, is_stop_gradient, node_reads
+from ..graph import FLOAT_TYPES, element_types, is_stop_gradient, node_reads, nodes_ort_cannot_differentiate
 from ._shapes import ShapeTable
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ort_training_version",
     "build_ort_gradient_graph",
     "LOSS_NAME",
+    "UndifferentiableGraphError",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,14 @@ class OrtGradientGraph:
     kept_activations: frozenset[str]
     #: Forward node names that got gradient nodes (from ORT's ``<name>_Grad/`` naming).
     differentiated: frozenset[str]
+
+
+class UndifferentiableGraphError(RuntimeError):
+    """ORT 1.19's gradient builder cannot differentiate these nodes of the optimized graph."""
+
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        super().__init__(f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}")
+        self.nodes = nodes
 
 
 def ort_training_version() -> tuple[str | None, str | None]:
@@ -166,6 +175,9 @@ def build_ort_gradient_graph(
     options = SessionOptions()
     options.log_severity_level = 3
     optimized = onnx.load_from_string(get_optimized_model(work.SerializeToString(), set(requires), options))
+    blocked = nodes_ort_cannot_differentiate(optimized.graph, requires, [LOSS_NAME], element_types(optimized))
+    if blocked:  # the builder would fail, or abort the process (an If on the gradient path)
+        raise UndifferentiableGraphError(blocked)
     builder = GradientGraphBuilder(
         optimized.SerializeToString(), {LOSS_NAME}, set(requires), LOSS_NAME, options
     )

@@ -7,22 +7,30 @@
   one type inference.
 * :mod:`._reach`: reachability over tensor links (all, stop-free, differentiated).
 * :mod:`._gradient_flow`: which parameters train, are frozen, constant or unreachable.
+* :mod:`._unsupported`: models ONNX Runtime 1.19 cannot train at all, found beforehand.
 """
 
 from __future__ import annotations
 
 from ._differentiable import (
     FLOAT_TYPES,
+    NO_GRADIENT_BUILDER_INPUTS,
     NON_DIFFERENTIABLE_INPUTS,
+    ORT_STOP_GRADIENT_EDGES,
     UNKNOWN_TYPE,
     carries_gradient,
     differentiable_inputs,
     element_types,
     infer_types,
 )
-from ._gradient_flow import GradientFlow, analyze_gradient_flow, parameter_names
+from ._gradient_flow import (
+    GradientFlow,
+    analyze_gradient_flow,
+    parameter_names,
+)
 from ._index import GraphIndex, Read, Scope, StopSite, iter_scopes, resolved_reads, scan, validate
 from ._reach import StopLink, TensorLinks, reach_back
+from ._unsupported import nodes_ort_cannot_differentiate
 from ._walk import (
     MAX_DEPTH,
     NodeSite,
@@ -44,6 +52,8 @@ __all__ = [
     "FLOAT_TYPES",
     "MAX_DEPTH",
     "NON_DIFFERENTIABLE_INPUTS",
+    "NO_GRADIENT_BUILDER_INPUTS",
+    "ORT_STOP_GRADIENT_EDGES",
     "UNKNOWN_TYPE",
     "GradientFlow",
     "GraphIndex",
@@ -66,6 +76,7 @@ __all__ = [
     "iter_scopes",
     "node_label",
     "node_reads",
+    "nodes_ort_cannot_differentiate",
     "not_utf8_error",
     "parameter_names",
     "reach_back",

@@ -29,7 +29,7 @@ _FIX = "fix or re-export the model (onnx.checker.check_model lists its problems)
 
 _T = onnx.TensorProto
 #: Bytes per element of the fixed-size types that may be stored in raw_data.
-ITEM_SIZE = {
+ITEM_SIZE: dict[int, int] = {
     _T.FLOAT: 4, _T.UINT8: 1, _T.INT8: 1, _T.UINT16: 2, _T.INT16: 2, _T.INT32: 4, _T.INT64: 8,
     _T.BOOL: 1, _T.FLOAT16: 2, _T.DOUBLE: 8, _T.UINT32: 4, _T.UINT64: 8, _T.COMPLEX64: 8,
     _T.COMPLEX128: 16, _T.BFLOAT16: 2, _T.FLOAT8E4M3FN: 1, _T.FLOAT8E4M3FNUZ: 1,
@@ -37,7 +37,7 @@ ITEM_SIZE = {
 }
 _HALF_BYTE = frozenset({_T.UINT4, _T.INT4, _T.FLOAT4E2M1})
 #: Typed field holding the values of each type, and how many values one element takes.
-_FIELD = {
+_FIELD: dict[int, tuple[str, int]] = {
     _T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2), _T.DOUBLE: ("double_data", 1),
     _T.COMPLEX128: ("double_data", 2), _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
     _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1),

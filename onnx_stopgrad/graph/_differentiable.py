@@ -5,7 +5,10 @@ ORT's gradient builder (orttraining/core/framework/gradient_graph_builder.cc) sk
 fixed table keyed by op type (``STOP_GRADIENT_EDGES`` in gradient_graph_builder.h), to
 which this rule adds the inputs ORT has no gradient builder for (``Pow``'s exponent).
 Only floating-point tensors carry gradients; a tensor of unknown type counts as float.
-A StopGradient node has no differentiable input at all. Analysis and training both ask
+A StopGradient node has no differentiable input at all. The outer tensors a node's
+subgraphs read are the subgraph nodes' own inputs, judged by this rule in turn (ORT can
+only use them once its optimizer has folded the node away: see :mod:`._unsupported`).
+Analysis and training both ask
 :func:`differentiable_inputs`, so they cannot disagree about a parameter.
 """
 
@@ -20,6 +23,8 @@ from ._walk import is_stop_gradient, iter_graphs
 __all__ = [
     "FLOAT_TYPES",
     "NON_DIFFERENTIABLE_INPUTS",
+    "NO_GRADIENT_BUILDER_INPUTS",
+    "ORT_STOP_GRADIENT_EDGES",
     "UNKNOWN_TYPE",
     "carries_gradient",
     "differentiable_inputs",
@@ -35,23 +40,33 @@ FLOAT_TYPES = frozenset(
 #: Stands for "element type unknown" in a type table: treated as float.
 UNKNOWN_TYPE = -1
 
-#: Inputs ONNX Runtime 1.19 computes no gradient for (op_type -> input indices): its
-#: gradient builder's stop-gradient edges, plus inputs it has no gradient builder for
-#: (``Pow``'s exponent). A float initializer read only at such inputs, or only on paths
-#: through them, is a constant to ORT: it cannot be trained.
-NON_DIFFERENTIABLE_INPUTS: dict[str, frozenset[int]] = {
+#: ONNX Runtime 1.19's stop-gradient edges (op_type -> input indices): its gradient
+#: builder's ``STOP_GRADIENT_EDGES`` (orttraining/core/framework/gradient_graph_builder.h).
+ORT_STOP_GRADIENT_EDGES: dict[str, frozenset[int]] = {
     op: frozenset(indices)
     for op, indices in {
         "Not": (0,), "And": (0, 1), "Or": (0, 1), "Xor": (0, 1), "Equal": (0, 1), "Less": (0, 1),
         "LessOrEqual": (0, 1), "Greater": (0, 1), "GreaterOrEqual": (0, 1), "IsInf": (0,),
         "IsNaN": (0,), "NonZero": (0,), "Shape": (0,), "Size": (0,), "ConstantOfShape": (0,),
-        "BatchNormalization": (3, 4), "Pow": (1,), "Gather": (1,), "GatherElements": (1,),
+        "BatchNormalization": (3, 4), "Gather": (1,), "GatherElements": (1,),
         "GatherND": (1,), "Reshape": (1,), "Expand": (1,), "Dropout": (1, 2), "Slice": (1, 2, 3, 4),
         "SoftmaxCrossEntropyLoss": (1, 2), "Scatter": (1,), "ScatterElements": (1,), "ScatterND": (1,),
         "OneHot": (0, 1, 2), "Where": (0,), "Range": (0, 1, 2), "Tile": (1,), "TopK": (1,),
         "Squeeze": (1,), "Unsqueeze": (1,), "ReduceSum": (1,), "Split": (1,), "Clip": (1, 2),
     }.items()
 }  # fmt: skip
+
+#: Inputs ORT 1.19 walks through but has no gradient builder for: a gradient that must
+#: reach one fails the build ("GradientBuilder is not implemented for ... Pow's input exponent").
+NO_GRADIENT_BUILDER_INPUTS: dict[str, frozenset[int]] = {"Pow": frozenset({1})}
+
+#: Inputs ONNX Runtime 1.19 computes no gradient for: the two tables above. A float
+#: initializer read only at such inputs, or only on paths through them, is a constant
+#: to ORT: it cannot be trained.
+NON_DIFFERENTIABLE_INPUTS: dict[str, frozenset[int]] = {
+    op: ORT_STOP_GRADIENT_EDGES.get(op, frozenset()) | NO_GRADIENT_BUILDER_INPUTS.get(op, frozenset())
+    for op in (*ORT_STOP_GRADIENT_EDGES, *NO_GRADIENT_BUILDER_INPUTS)
+}
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
 _NONE: frozenset[int] = frozenset()
@@ -63,12 +78,17 @@ def carries_gradient(name: str, types: Mapping[str, int]) -> bool:
     return elem == UNKNOWN_TYPE or elem in FLOAT_TYPES
 
 
-def differentiable_inputs(node: onnx.NodeProto, types: Mapping[str, int]) -> list[str]:
+def differentiable_inputs(
+    node: onnx.NodeProto,
+    types: Mapping[str, int],
+    table: Mapping[str, frozenset[int]] = NON_DIFFERENTIABLE_INPUTS,
+) -> list[str]:
     """The explicit inputs of ``node`` through which ORT passes a gradient.
 
     Empty for a StopGradient and for a Cast to a non-float type; otherwise every named
-    float (or untyped) input except the op's stop-gradient edges. Names a node's
-    subgraphs read are the subgraph nodes' own inputs, judged by this rule in turn.
+    float (or untyped) input except the op's stop-gradient edges. The outer tensors a
+    node's subgraphs read are judged where the subgraph's nodes read them. ``table`` is
+    :data:`ORT_STOP_GRADIENT_EDGES` for the edges ORT itself skips.
     """
     if is_stop_gradient(node):
         return []
@@ -76,7 +96,7 @@ def differentiable_inputs(node: onnx.NodeProto, types: Mapping[str, int]) -> lis
         to = next((a.i for a in node.attribute if a.name == "to"), UNKNOWN_TYPE)
         if to != UNKNOWN_TYPE and to not in FLOAT_TYPES:
             return []
-    skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, _NONE) if node.domain in _STANDARD_DOMAINS else _NONE
+    skip = table.get(node.op_type, _NONE) if node.domain in _STANDARD_DOMAINS else _NONE
     return [
         name
         for slot, name in enumerate(node.input)

@@ -10,6 +10,9 @@ tensor links (:class:`~._reach.TensorLinks`) back from the targets:
   Runtime does not differentiate (a ``Pow`` exponent, a ``Reshape`` shape, ...).
 * ``partially_blocked``: trainable, but some of its paths cross a StopGradient.
 * ``unreachable``: no path to any target at all.
+
+Some models ONNX Runtime 1.19 cannot train at all, whatever the parameter lists:
+:func:`~._unsupported.nodes_ort_cannot_differentiate` finds them (``undifferentiable_nodes``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import onnx
 from ..errors import InvalidModelError
 from ._differentiable import FLOAT_TYPES, element_types
 from ._reach import TensorLinks, reach_back
+from ._unsupported import nodes_ort_cannot_differentiate
 
 __all__ = ["GradientFlow", "analyze_gradient_flow", "parameter_names"]
 
@@ -44,6 +48,11 @@ class GradientFlow:
     constant: tuple[str, ...] = ()
     #: Every tensor with a path to a target (through stops or not).
     reaches_targets: frozenset[str] = frozenset()
+    #: Every tensor with a path to a target that ONNX Runtime differentiates.
+    gradient_reach: frozenset[str] = frozenset()
+    #: Nodes ONNX Runtime 1.19 would have to differentiate but cannot, each with why
+    #: (:func:`~._unsupported.nodes_ort_cannot_differentiate`): it cannot train this model.
+    undifferentiable_nodes: tuple[str, ...] = ()
 
 
 def parameter_names(graph: onnx.GraphProto) -> list[str]:
@@ -108,6 +117,8 @@ def analyze_gradient_flow(
         blocked_nodes=tuple(blocked_nodes),
         constant=tuple(constant),
         reaches_targets=frozenset(any_reach),
+        gradient_reach=frozenset(grad_reach),
+        undifferentiable_nodes=nodes_ort_cannot_differentiate(graph, trainable, target_names, types),
     )
 
 

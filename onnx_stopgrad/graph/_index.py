@@ -78,12 +78,12 @@ class Read:
 
         A graph output of ``owner`` itself counts as reading after the last node.
         """
-        scope, index = self.scope, self.index
-        if index is None:
-            index = len(scope.graph.node)
+        scope = self.scope
+        index = len(scope.graph.node) if self.index is None else self.index
         while scope is not owner:
-            assert scope.parent is not None and scope.holder_index is not None
-            scope, index = scope.parent, scope.holder_index
+            holder_index = scope.holder_index
+            assert scope.parent is not None and holder_index is not None
+            scope, index = scope.parent, holder_index
         return index
 
     def holder_labels(self, owner: Scope) -> list[str]:
@@ -91,6 +91,7 @@ class Read:
         labels = [self.label]
         scope = self.scope
         while scope is not owner and scope.parent is not None:
+            assert scope.holder_index is not None  # a subgraph's scope always has its holder
             holder = scope.parent.graph.node[scope.holder_index]
             labels.append(node_label(holder, scope.holder_index))
             scope = scope.parent

@@ -68,9 +68,7 @@ class TensorLinks:
                 for attribute, sub in subgraph_attributes(node):
                     self._add_graph(sub, scope_path(path, label, attribute), depth + 1)
                     sources.extend(out.name for out in sub.output if out.name)
-                    carried.extend(
-                        out.name for out in sub.output if out.name and carries_gradient(out.name, types)
-                    )
+                    carried.extend(o.name for o in sub.output if o.name and carries_gradient(o.name, types))
             outputs = tuple(name for name in node.output if name)
             self.node_outputs.append((label, path, outputs))
             stop = is_stop_gradient(node)

@@ -199,6 +199,8 @@ def _build(
     the build retried. Returns the final plan.
     """
     detached, stops = detach_stops(proto)
+    targets = list(ort_options.get("loss_input_names") or [o.name for o in proto.graph.output])
+    _ort.refuse_undifferentiable(detached, plan.trainable, targets, custom_op_library)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
     for _ in range(_MAX_CONSTANT_RETRIES):
@@ -290,6 +292,11 @@ def _gradient_nodes_without_stops(
     else:
         trainable = list(plan.trainable)
     frozen = [p for p in plan.frozen if p not in trainable]
+    try:  # ORT would fail on it, or abort the process
+        _ort.refuse_undifferentiable(plain, trainable, targets, None)
+    except TrainingError as exc:
+        log.warning("could not measure the gradient nodes without stops: %s", exc)
+        return None
     with tempfile.TemporaryDirectory(prefix=".onnx-stopgrad-measure.") as scratch:
         try:
             with _ort.quiet_ort():

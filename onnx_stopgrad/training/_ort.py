@@ -8,12 +8,14 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import onnx
 
 from ..errors import TrainingError
 
-__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param"]
+__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param", "refuse_undifferentiable"]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +86,32 @@ def ort_error(exc: BaseException, action: str) -> TrainingError:
         log.info("ONNX Runtime's full message: %s", text)
         text = text[:_MAX_MESSAGE].rstrip() + "... (-v shows ONNX Runtime's full message)"
     return TrainingError(f"ONNX Runtime could not {action}: {text}")
+
+
+def refuse_undifferentiable(
+    model: onnx.ModelProto, trainable: Sequence[str], targets: Sequence[str], custom_op_library: Any
+) -> None:
+    """Raise a one-line TrainingError for a model ORT's gradient builder would fail on, or
+    abort the process for (an If on the gradient path): judged on the graph ORT's own
+    optimizer makes, as ``generate_artifacts`` does, so an If it folds away is no obstacle."""
+    from onnxruntime import SessionOptions
+    from onnxruntime.capi._pybind_state import get_optimized_model
+
+    from ..graph import element_types, nodes_ort_cannot_differentiate
+
+    options = SessionOptions()
+    options.log_severity_level = 3
+    if custom_op_library is not None:
+        options.register_custom_ops_library(str(custom_op_library))
+    try:
+        with quiet_ort():
+            data = get_optimized_model(model.SerializeToString(), set(trainable), options)
+    except Exception as exc:  # ORT raises RuntimeError, Fail, ...
+        raise ort_error(exc, "optimize the model") from exc
+    optimized = onnx.load_from_string(data)
+    nodes = nodes_ort_cannot_differentiate(optimized.graph, trainable, targets, element_types(optimized))
+    if nodes:
+        raise TrainingError(
+            f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}; put StopGradient nodes around it "
+            "(at its output, and at its inputs that parameters reach) or freeze those parameters"
+        )

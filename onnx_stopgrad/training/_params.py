@@ -8,7 +8,12 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import TensorNotFoundError, TrainingError
-from ..graph import FLOAT_TYPES, NON_DIFFERENTIABLE_INPUTS, analyze_gradient_flow
+from ..graph import (
+    FLOAT_TYPES,
+    NON_DIFFERENTIABLE_INPUTS,
+    analyze_gradient_flow,
+    element_types,
+)
 
 __all__ = ["NON_DIFFERENTIABLE_INPUTS", "ParameterPlan", "plan_parameters"]
 
@@ -36,7 +41,8 @@ def plan_parameters(
     params = {t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen_given = list(dict.fromkeys(frozen_params or ()))
     _check_known(frozen_given, params, "frozen_params")
-    flow = analyze_gradient_flow(model, targets)
+    types = element_types(model)
+    flow = analyze_gradient_flow(model, targets, types)
     if requires_grad is not None:
         wanted = list(dict.fromkeys(requires_grad))
         if not wanted:
@@ -87,3 +93,4 @@ def _check_known(names: Sequence[str], params: set[str], option: str) -> None:
             f"{option} names {', '.join(repr(n) for n in unknown[:3])}, not a float initializer "
             "of the model; `onnx-stopgrad list MODEL` shows the parameters"
         )
+

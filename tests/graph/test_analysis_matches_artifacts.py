@@ -2,7 +2,9 @@
 
 Graphs mix Add/Mul, Pow (a parameter as exponent: ONNX Runtime does not differentiate
 it), StopGradient, If (branches reading outer tensors, sometimes with a stop inside) and
-Loop (over the data input, sometimes with a stop inside). The reference is ONNX Runtime's
+Loop (over the data input, sometimes with a stop inside; ORT 1.19 has no Loop gradient).
+Tensors a branch reads from outside are never differentiated (ORT 1.19 fails or aborts on
+them): parameters behind them are constants to both. The reference is ONNX Runtime's
 own build: the training model it writes has a gradient for exactly the trainable
 parameters. A stop inside a subgraph is refused by training (one error line); so is a
 model where nothing trains.
@@ -34,7 +36,6 @@ _FLOAT2 = [2]
 class _Builder:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     tensors: list[str] = field(default_factory=list)
-    computed: list[str] = field(default_factory=lambda: ["x"])
     stop_in_body: bool = False
 
     def stop(self, source: str, out: str) -> onnx.NodeProto:
@@ -62,8 +63,7 @@ def random_models(draw: st.DrawFn) -> onnx.ModelProto:
             b.nodes.append(helper.make_node(op, [a, c], [out], name=f"n_{out}"))
         elif op == "Stop":
             b.nodes.append(b.stop(a, out))
-        elif op == "If":  # ORT 1.19 cannot differentiate a parameter a branch reads from outside
-            a, c = draw(pick(b.computed)), draw(pick(b.computed))
+        elif op == "If":
             inner_stop = draw(st.booleans())
             b.stop_in_body |= inner_stop
             then_nodes = [helper.make_node("Mul", [a, c], [f"{out}_m"], name=f"n_{out}_m")]
@@ -73,7 +73,7 @@ def random_models(draw: st.DrawFn) -> onnx.ModelProto:
                 else helper.make_node("Identity", [f"{out}_m"], [f"{out}_t"], name=f"n_{out}_t")
             )
             then_branch = helper.make_graph(then_nodes, f"{out}_then", [], [_value(f"{out}_t")])
-            other = draw(pick(b.computed))
+            other = draw(pick(b.tensors))
             else_nodes = [helper.make_node("Add", [a, other], [f"{out}_e"], name=f"n_{out}_e")]
             else_branch = helper.make_graph(else_nodes, f"{out}_else", [], [_value(f"{out}_e")])
             b.nodes.append(
@@ -106,7 +106,6 @@ def random_models(draw: st.DrawFn) -> onnx.ModelProto:
             )
             b.nodes.append(helper.make_node("Loop", ["trips", "go", "x"], [out], name=f"n_{out}", body=body))
         b.tensors.append(out)
-        b.computed.append(out)
     produced = [name for name in b.tensors if name.startswith("t")]
     output = draw(pick(produced))
     rng = np.random.default_rng(0)
@@ -135,7 +134,7 @@ def _gradients_in(training_model: onnx.ModelProto, params: list[str]) -> set[str
     return {p for p in params if any(n.startswith(f"{p}_grad") for n in names)}
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(random_models())
 def test_analyze_agrees_with_the_artifacts(model: onnx.ModelProto) -> None:
     report = analyze(model, use_onnxruntime=False)
@@ -145,6 +144,10 @@ def test_analyze_agrees_with_the_artifacts(model: onnx.ModelProto) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if model.doc_string == "stop in body":
             with pytest.raises(TrainingError, match="inside the subgraph|nothing to train"):
+                generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
+            return
+        if any("cannot differentiate node" in w for w in report.warnings):
+            with pytest.raises(TrainingError, match="cannot differentiate node"):
                 generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
             return
         if not trainable:
