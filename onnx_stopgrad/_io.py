@@ -23,7 +23,7 @@ from typing import BinaryIO, Union
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import InvalidModelError, ModelLoadError, ModelSaveError
+from .errors import InvalidModelError, ModelLoadError, ModelSaveError, OutputIsInputError
 from .graph import iter_graphs
 
 __all__ = [
@@ -196,11 +196,11 @@ def input_files(path: Path, model: onnx.ModelProto, directory: Path) -> set[Path
 
 
 def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Raise ModelSaveError if writing ``outputs`` would replace one of ``inputs``."""
+    """Raise OutputIsInputError if writing ``outputs`` would replace one of ``inputs``."""
     protected = {Path(p).resolve() for p in inputs}
     for output in outputs:
         if Path(output).resolve() in protected:
-            raise ModelSaveError(f"{output}: would overwrite an input of this command; choose another output")
+            raise OutputIsInputError(f"{output}: would overwrite an input of this command; choose another output")
 
 
 def check_schemas(path: str | os.PathLike[str]) -> None:
@@ -271,7 +271,7 @@ def _copy_external_data(locations: list[str], source_dir: Path, directory: Path,
                     "directory (a symlinked folder there?); choose another output"
                 )
             if target.resolve() == path.resolve():
-                raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
+                raise OutputIsInputError(f"{path}: would overwrite its own external data {location}")
             missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
             target.parent.mkdir(parents=True, exist_ok=True)
             created.extend(missing)

@@ -35,7 +35,8 @@ import torch  # the real torch: absolute import, not this module
 
 from . import _io
 from ._names import DOMAIN, OP_TYPE, OPSET_VERSION, QUALIFIED_OP
-from .errors import InvalidModelError, ModelSaveError, StopGradError
+from ._reports import ReportFields
+from .errors import ExportError, InvalidModelError, ModelSaveError
 
 __all__ = ["export", "keep_detach", "translation_table", "DetachLog", "ExportReport"]
 
@@ -63,7 +64,7 @@ class DetachLog:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportReport:
+class ExportReport(ReportFields):
     """Result of :func:`export`."""
 
     path: Path
@@ -117,7 +118,7 @@ def translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     try:
         from onnxscript import values  # the dynamo exporter needs it anyway
     except ImportError as exc:
-        raise StopGradError(
+        raise ExportError(
             "the dynamo exporter needs onnxscript; `pip install onnxscript` or use dynamo=False"
         ) from exc
 
@@ -266,7 +267,7 @@ def keep_detach(module: torch.nn.Module | None = None) -> Iterator[DetachLog]:
     global _active
     with _lock:
         if _active is not None:
-            raise StopGradError("keep_detach() is already active; do not nest exports")
+            raise ExportError("keep_detach() is already active; do not nest exports")
         record = DetachLog()
         _active = record
         _patch()
@@ -299,7 +300,7 @@ def export(
     if isinstance(module, (torch.jit.ScriptModule, torch.jit.ScriptFunction)) or not isinstance(
         module, torch.nn.Module
     ):
-        raise StopGradError(
+        raise ExportError(
             f"export() needs a torch.nn.Module running Python code, got {type(module).__name__};"
             " pass the module before scripting or torch.export"
         )

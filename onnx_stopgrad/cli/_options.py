@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from .._io import default_output_path
-from ..errors import ModelSaveError
+from ..errors import OutputIsInputError
 
 __all__ = [
     "model_argument",
@@ -71,7 +71,7 @@ def resolve_output(model: Path, output: Path | None, in_place: bool, tag: str = 
         return model
     target = output if output is not None else default_output_path(model, tag)
     if target.resolve() == model.resolve():
-        raise ModelSaveError(f"{target}: this is the input model; pass --in-place to overwrite it")
+        raise OutputIsInputError(f"{target}: this is the input model; pass --in-place to overwrite it")
     return target
 
 

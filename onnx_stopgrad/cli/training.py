@@ -79,14 +79,7 @@ def artifacts(
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
     if as_json:
-        click.echo(json.dumps({
-            "directory": str(result.directory), "files": list(result.files),
-            "inserted": inserted, "stops": list(result.stops),
-            "trainable": list(result.trainable), "frozen": list(result.frozen),
-            "gradient_nodes": result.gradient_nodes,
-            "gradient_nodes_without_stops": result.gradient_nodes_without_stops,
-            "gradient_nodes_removed": removed, "adjustments": list(result.adjustments),
-        }, indent=2))  # fmt: skip
+        click.echo(json.dumps(result.to_dict(), indent=2))
         return
     for line in inserted:
         click.echo(line)

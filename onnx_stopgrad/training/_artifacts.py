@@ -18,6 +18,7 @@ import onnx
 
 from ..graph import is_stop_gradient, node_label
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
+from .._reports import ReportFields
 from ..errors import TrainingError
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
@@ -38,7 +39,7 @@ _MAX_CONSTANT_RETRIES = 16
 
 
 @dataclass(frozen=True)
-class ArtifactsReport:
+class ArtifactsReport(ReportFields):
     """What :func:`generate_artifacts` wrote and decided."""
 
     directory: Path
@@ -63,6 +64,10 @@ class ArtifactsReport:
         if self.gradient_nodes_without_stops is None:
             return None
         return self.gradient_nodes_without_stops - self.gradient_nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, plus ``gradient_nodes_removed``, ready for JSON."""
+        return {**super().to_dict(), "gradient_nodes_removed": self.gradient_nodes_removed}
 
 
 def generate_artifacts(
