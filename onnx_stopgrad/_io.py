@@ -23,14 +23,13 @@ from typing import BinaryIO, Union
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import InvalidModelError, ModelLoadError, ModelSaveError, OutputIsInputError
+from .errors import ModelLoadError, ModelSaveError, OutputIsInputError
 from .graph import iter_graphs
 
 __all__ = [
     "ModelLike",
     "atomic_write_bytes",
     "atomic_writer",
-    "check_schemas",
     "default_output_path",
     "external_data_files",
     "input_files",
@@ -201,18 +200,6 @@ def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     for output in outputs:
         if Path(output).resolve() in protected:
             raise OutputIsInputError(f"{output}: would overwrite an input of this command; choose another output")
-
-
-def check_schemas(path: str | os.PathLike[str]) -> None:
-    """Refuse a model file the ONNX checker rejects (op schemas, attribute types, ...).
-
-    Costs about as much as parsing the model; the weights are not read.
-    """
-    try:
-        onnx.checker.check_model(str(path))
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidModelError(f"{path}: the ONNX checker rejects the model ({reason}); fix or re-export it") from exc
 
 
 def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> Path:

@@ -26,6 +26,7 @@ __all__ = [
     "model_argument",
     "output_option",
     "in_place_option",
+    "strict_option",
     "json_option",
     "resolve_output",
     "emit",
@@ -38,6 +39,12 @@ model_argument = click.argument("model", type=click.Path(path_type=Path), metava
 
 in_place_option = click.option(
     "--in-place", is_flag=True, help="Overwrite MODEL itself (atomically) instead of writing a new file."
+)
+
+strict_option = click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a model the ONNX checker rejects [default: accept it with a warning; the output gets no new problem].",
 )
 
 json_option = click.option(

@@ -1,7 +1,8 @@
 """What the public functions accept: a ModelProto, a path, or an onnx-graphsurgeon Graph.
 
 A caller's ModelProto is copied, never changed; a path is read without its external
-data (see :mod:`onnx_stopgrad._io`) and must pass the ONNX checker; a graphsurgeon Graph is exported to a proto and the
+data (see :mod:`onnx_stopgrad._io`); one the ONNX checker rejects is accepted with a
+warning, and the result must be no less valid (see :mod:`._validity`); a graphsurgeon Graph is exported to a proto and the
 result imported back, so callers get the kind of object they passed in.
 """
 
@@ -13,8 +14,9 @@ from typing import Any, Union
 
 import onnx
 
-from .._io import check_schemas, load_model
+from .._io import load_model
 from ..errors import InvalidModelError
+from ._validity import accept_input, check_output
 
 __all__ = ["ModelInput", "open_model", "read_model", "is_graphsurgeon_graph"]
 
@@ -50,8 +52,13 @@ def open_model(model: ModelInput) -> tuple[onnx.ModelProto, Callable[[onnx.Model
         copy.CopyFrom(model)
         return copy, _same
     proto = read_model(model)
-    check_schemas(model)  # a file from anywhere: never rewrite one the checker rejects
-    return proto, _same
+    problem = accept_input(model, strict=False)  # accepted with a warning: see ._validity
+
+    def back(changed: onnx.ModelProto) -> onnx.ModelProto:
+        check_output(changed, problem)
+        return changed
+
+    return proto, back
 
 
 def _same(model: onnx.ModelProto) -> onnx.ModelProto:
