@@ -1,6 +1,7 @@
 # onnx-stopgrad: every set-up step a fresh clone needs lives here.
 #   make demo   set up, then fine-tune a pretrained model behind a StopGradient
 #   make test   set up, then run the whole test suite (both ONNX Runtimes)
+#   make lint   ruff check, ruff format --check and mypy on the package
 PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
@@ -10,7 +11,7 @@ INFER_PY    := $(INFER_VENV)/bin/python
 ORT_INFERENCE := onnxruntime-gpu==1.31.*
 OP_SOURCES  := $(shell find custom_ops -type f -not -path '*/build/*' 2>/dev/null)
 
-.PHONY: setup graphviz build demo test test-fast bench clean
+.PHONY: setup graphviz build demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed $(INFER_VENV)/.installed graphviz
 
@@ -31,7 +32,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(OP_SOURCES)
 $(INFER_VENV)/.installed: pyproject.toml
 	test -x $(INFER_PY) || $(PYTHON) -m venv $(INFER_VENV)
 	$(INFER_PY) -m pip install --quiet --upgrade pip
-	$(INFER_PY) -m pip install --quiet '$(ORT_INFERENCE)' onnx onnx-graphsurgeon numpy click pytest psutil
+	$(INFER_PY) -m pip install --quiet '$(ORT_INFERENCE)' onnx onnx-ir onnx-graphsurgeon numpy click pytest psutil
 	touch $@
 
 # Rebuild the op library in place (pip does this too on install).
@@ -49,6 +50,12 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -x tests
+
+# Quality gates: lint, formatting, and types of the package (not yet part of `test`).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy onnx_stopgrad
 
 bench: setup
 	$(PY) benchmarks/run_all.py
