@@ -35,6 +35,7 @@ import torch  # the real torch: absolute import, not this module
 
 from . import _io
 from ._names import DOMAIN, OP_TYPE, OPSET_VERSION, QUALIFIED_OP
+from ._ort119 import MAX_IR_VERSION, cap_ir_version
 from ._reports import ReportFields
 from .errors import ExportError, InvalidModelError, ModelSaveError
 
@@ -42,8 +43,6 @@ __all__ = ["export", "keep_detach", "translation_table", "DetachLog", "ExportRep
 
 log = logging.getLogger(__name__)
 
-#: Highest IR version ONNX Runtime 1.19 (the last training release) loads.
-MAX_IR_VERSION = 10
 
 _TORCH_OP_NAME = f"{DOMAIN}::stop_gradient"
 _ORIGINAL_DETACH = torch.Tensor.detach
@@ -360,12 +359,10 @@ def _finish(model: onnx.ModelProto) -> int | None:
         imports[DOMAIN].version = OPSET_VERSION
     else:
         model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OPSET_VERSION))
-    if model.ir_version > MAX_IR_VERSION:
-        lowered = model.ir_version
-        model.ir_version = MAX_IR_VERSION
+    lowered = cap_ir_version(model)
+    if lowered is not None:
         log.info("lowered IR version %d to %d for ONNX Runtime 1.19", lowered, MAX_IR_VERSION)
-        return lowered
-    return None
+    return lowered
 
 
 def _check(path: Path) -> None:

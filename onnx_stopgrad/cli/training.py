@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..training._choices import LOSSES, OPTIMIZERS
+from ..training import LOSSES, OPTIMIZERS
 from . import main
 from ._options import json_option, model_argument
 
@@ -125,7 +125,7 @@ def train(
     """
     from tqdm import tqdm
 
-    from ..training._loop import fit, read_npz
+    from ..training import fit, read_npz
 
     arrays = read_npz(data)
     bars: list[tqdm] = []  # made once the data is checked, so errors print no empty bar

@@ -25,7 +25,8 @@ from ..passes.remove import remove_in_place
 from . import _ort
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
-from ._fixups import apply_fixups, cap_ir_version
+from .._ort119 import cap_ir_version
+from ._fixups import apply_fixups
 from ._params import ParameterPlan, plan_parameters
 from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
@@ -243,7 +244,7 @@ def _build(
     optimizer_path = staging / f"{prefix}optimizer_model.onnx"
     if optimizer_path.exists():
         optimizer_model = onnx.load(str(optimizer_path))
-        if cap_ir_version(optimizer_model):
+        if cap_ir_version(optimizer_model) is not None:
             onnx.save(optimizer_model, str(optimizer_path))
     if ort_format:
         _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops))

@@ -13,6 +13,7 @@ from typing import Any
 
 import onnx
 
+from .._ort119 import readable_ort_message
 from ..errors import TrainingError
 
 __all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param", "refuse_undifferentiable"]
@@ -20,11 +21,7 @@ __all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param", "refu
 log = logging.getLogger(__name__)
 
 _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S+)")
-_FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
-#: "<source file>:<line> <C++ signature>" prefixes of ORT's messages: noise to users.
-_CXX_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)\s*)?")
-_MAX_MESSAGE = 240
 
 
 def ort_artifacts() -> Any:
@@ -77,14 +74,7 @@ def ort_error(exc: BaseException, action: str) -> TrainingError:
             f"ONNX Runtime 1.19 has no gradient for {missing.group(1)} (node {missing.group(2)}); "
             "freeze the parameters before it (--frozen) or put a StopGradient after it"
         )
-    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    check = _FAILED_CHECK.search(text)
-    if check:  # "<file>:<line> <C++ signature> <condition> was false. <message>"
-        text = check.group(2).strip() or f"internal check '{check.group(1).split(') ')[-1]}' failed"
-    text = _CXX_LOCATION.sub("", text).strip()
-    if len(text) > _MAX_MESSAGE:
-        log.info("ONNX Runtime's full message: %s", text)
-        text = text[:_MAX_MESSAGE].rstrip() + "... (-v shows ONNX Runtime's full message)"
+    text = readable_ort_message(exc)
     return TrainingError(f"ONNX Runtime could not {action}: {text}")
 
 
