@@ -23,6 +23,7 @@ from typing import BinaryIO, Union
 import onnx
 from google.protobuf.message import DecodeError
 
+from ._dtypes import tensor_nbytes
 from .errors import ModelLoadError, ModelSaveError, OutputIsInputError
 from .graph import iter_graphs
 
@@ -114,23 +115,9 @@ def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path
         )
 
 
-_ITEM_SIZES = {
-    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
-    onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.BOOL: 1,
-    onnx.TensorProto.INT8: 1, onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
-    onnx.TensorProto.UINT8: 1, onnx.TensorProto.UINT16: 2, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
-}  # fmt: skip
-
-
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes the data of a tensor of a common fixed-size type occupies; None otherwise."""
-    itemsize = _ITEM_SIZES.get(tensor.data_type)
-    if itemsize is None or any(d < 0 for d in tensor.dims):
-        return None
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    return count * itemsize
+    """Bytes the data of a fixed-size tensor occupies; None for strings and unknown types."""
+    return tensor_nbytes(tensor.data_type, list(tensor.dims))
 
 
 def _check_inside(directory: Path, location: str, model_path: Path) -> None:
