@@ -68,6 +68,12 @@ def artifacts(
     No gradient is computed behind a StopGradient; parameters reached only through
     stops are frozen. Prints what trains, what is frozen, how many gradient nodes the
     stops removed and what was adjusted so ONNX Runtime 1.19 accepts the model.
+
+    \b
+    Examples:
+      onnx-stopgrad artifacts model.stopgrad.onnx --loss crossentropy -o artifacts/
+      onnx-stopgrad artifacts model.onnx --loss mse --at /backbone/Relu_3_output_0 -o artifacts/
+      onnx-stopgrad artifacts model.onnx --loss mse --frozen head.bias --json
     """
     from ..training import generate_artifacts
 
@@ -122,6 +128,11 @@ def train(
     The .npz arrays are named after the training model's inputs: the model's own inputs
     plus the loss's `labels` (crossentropy, int64) or `target` (mse, l1, bce); examples
     along axis 0. The trained parameters are saved back into DIR/checkpoint.
+
+    \b
+    Examples:
+      onnx-stopgrad train artifacts/ --data train.npz --epochs 5
+      onnx-stopgrad train artifacts/ --data train.npz --batch-size 16 --lr 1e-3 --seed 1
     """
     from tqdm import tqdm
 
@@ -195,6 +206,11 @@ def export(
     The loss is dropped; the model keeps the outputs of the model the artifacts were built
     from. ONNX Runtime's own Module.export_model_for_inferencing fails on models with
     StopGradient; this does not.
+
+    \b
+    Examples:
+      onnx-stopgrad export artifacts/ -o trained.onnx
+      onnx-stopgrad export artifacts/ -o trained.plain.onnx --no-stops
     """
     from ..training import export_for_inference
 

@@ -1,7 +1,8 @@
 """The structural checks the scan makes on every graph, and their one-line messages.
 
-``onnx.checker.check_model`` costs about as much as loading the model, so the rewriter
-does not call it; the scan in :mod:`._index` checks the same structure with set lookups
+``onnx.checker.check_model`` costs about as much as loading the model, so the scan does
+not call it (the file commands run it once on their input: see
+``onnx_stopgrad.passes._validity``); the scan in :mod:`._index` checks the same structure with set lookups
 while it walks the graph (see :func:`._index.scan`). What it refuses:
 
 * a node input that is not a graph input, initializer, outer-scope name (subgraphs) or
