@@ -1,5 +1,6 @@
-"""Former home of the gradient-flow analysis and the subgraph walks; both now live in
-:mod:`onnx_stopgrad.graph`. Kept so existing imports keep working."""
+"""Deprecated alias: the gradient-flow analysis and the subgraph walks live in
+:mod:`onnx_stopgrad.graph` (``_gradient_flow``, ``_walk``). Nothing in the package imports
+this module; it only keeps older imports working. Import from ``onnx_stopgrad.graph``."""
 
 from __future__ import annotations
 

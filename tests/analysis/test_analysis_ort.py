@@ -9,7 +9,7 @@ import pytest
 from analysis_graphs import frozen_backbone, shared_weight
 from artifact_counts import backward_nodes
 
-from onnx_stopgrad._flow import is_stop_gradient, node_label
+from onnx_stopgrad.graph import is_stop_gradient, node_label
 from onnx_stopgrad.analysis import analyze
 
 pytest.importorskip("onnxruntime.training", reason="needs onnxruntime-training (the .venv runtime)")
