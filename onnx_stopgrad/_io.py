@@ -158,6 +158,8 @@ def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
         yield from each.initializer
         yield from (sparse.values for sparse in each.sparse_initializer)
         for node in each.node:
+            if not node.attribute:
+                continue
             for attr in node.attribute:
                 if attr.HasField("t"):
                     yield attr.t

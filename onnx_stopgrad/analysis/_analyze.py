@@ -293,7 +293,8 @@ def _warnings(stops: list[StopInfo], flow: GradientFlow, blocked: Sequence[str] 
                 "behind it, or its output does not reach the loss"
             )
     static = blocked is None
-    for node in (flow.undifferentiable_nodes if static else blocked)[:1]:
+    nodes = flow.undifferentiable_nodes if blocked is None else blocked
+    for node in nodes[:1]:
         unless = " unless its optimizer removes it (a constant If condition)" if static else ""
         warnings.append(
             f"ONNX Runtime 1.19 cannot differentiate node {node}{unless}: `artifacts` then refuses this "
