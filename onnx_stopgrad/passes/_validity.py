@@ -72,14 +72,17 @@ def check_output(model: onnx.ModelProto, input_problem: str | None) -> None:
 
 
 def _node_problem(model: onnx.ModelProto) -> str | None:
-    context = onnx.checker.C.CheckerContext()
-    context.ir_version = model.ir_version
-    context.opset_imports = {o.domain: o.version for o in model.opset_import}
-    lexical = onnx.checker.C.LexicalScopeContext()
+    try:  # a corrupt ir_version or opset import cannot even make a checker context
+        context = onnx.checker.C.CheckerContext()
+        context.ir_version = model.ir_version
+        context.opset_imports = {o.domain: o.version for o in model.opset_import}
+        lexical = onnx.checker.C.LexicalScopeContext()
+    except (TypeError, ValueError, OverflowError) as exc:
+        return f"its IR version or opset imports are unusable ({type(exc).__name__})"
     for node, _graph in iter_nodes(model.graph):
         if is_stop_gradient(node) or (node.op_type == "Identity" and node.domain in ("", "ai.onnx")):
             try:
                 onnx.checker.check_node(node, context, lexical)
-            except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+            except (onnx.checker.ValidationError, ValueError, RuntimeError, TypeError) as exc:
                 return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None

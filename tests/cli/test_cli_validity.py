@@ -86,3 +86,11 @@ def test_a_new_problem_is_refused() -> None:
     with pytest.raises(InvalidModelError, match="in a new way"):
         check_output(bad, checker_problem(model))
     check_output(model, checker_problem(model))  # the same problem: fine
+
+
+def test_an_unusable_opset_version_is_one_error_not_a_traceback() -> None:
+    """Found by the fuzzer: an opset version past 2^31 broke the node check with a TypeError."""
+    model = _untyped_output_model()
+    model.opset_import[0].version = 2**40
+    with pytest.raises(InvalidModelError):
+        check_output(model, checker_problem(model))
