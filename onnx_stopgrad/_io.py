@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from ._dtypes import tensor_nbytes
 from .errors import ModelLoadError, ModelSaveError, OutputIsInputError
-from .graph import iter_graphs
+from .graph import iter_graphs_with_attributed_nodes
 
 __all__ = [
     "ModelLike",
@@ -154,12 +154,10 @@ def _resolves_inside(path: Path, directory: Path) -> bool:
 
 
 def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    for each in iter_graphs(graph):
+    for each, attributed in iter_graphs_with_attributed_nodes(graph):
         yield from each.initializer
         yield from (sparse.values for sparse in each.sparse_initializer)
-        for node in each.node:
-            if not node.attribute:
-                continue
+        for node in attributed:
             for attr in node.attribute:
                 if attr.HasField("t"):
                     yield attr.t

@@ -20,6 +20,7 @@ __all__ = [
     "free_names",
     "is_stop_gradient",
     "iter_graphs",
+    "iter_graphs_with_attributed_nodes",
     "iter_node_sites",
     "iter_nodes",
     "node_label",
@@ -113,21 +114,35 @@ def iter_node_sites(graph: onnx.GraphProto, path: str = "", _depth: int = 0) -> 
                 yield from iter_node_sites(sub, inner, _depth + 1)
 
 
-def iter_graphs(graph: onnx.GraphProto, _depth: int = 0) -> Iterator[onnx.GraphProto]:
+def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """``graph`` and every subgraph below it, depth first."""
+    for each, _nodes in iter_graphs_with_attributed_nodes(graph):
+        yield each
+
+
+def iter_graphs_with_attributed_nodes(
+    graph: onnx.GraphProto, _depth: int = 0
+) -> Iterator[tuple[onnx.GraphProto, list[onnx.NodeProto]]]:
+    """Every graph (depth first, a graph before its subgraphs) with its nodes that have
+    attributes: one pass over the nodes, for callers that read attributes (tensors)."""
     if _depth > MAX_DEPTH:
         raise too_deep_error()
-    yield graph
+    attributed = [node for node in graph.node if node.attribute]
+    yield graph, attributed
+    for node in attributed:
+        for sub in subgraphs(node):
+            yield from iter_graphs_with_attributed_nodes(sub, _depth + 1)
+
+
+def iter_nodes(graph: onnx.GraphProto, _depth: int = 0) -> Iterator[tuple[onnx.NodeProto, onnx.GraphProto]]:
+    """Every node of ``graph`` and of its subgraphs (depth first), with its own graph."""
+    if _depth > MAX_DEPTH:
+        raise too_deep_error()
     for node in graph.node:
+        yield node, graph
         if node.attribute:
             for sub in subgraphs(node):
-                yield from iter_graphs(sub, _depth + 1)
-
-
-def iter_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.GraphProto]]:
-    """Every node of ``graph`` and of its subgraphs (depth first), with its own graph."""
-    for site in iter_node_sites(graph):
-        yield site.node, site.graph
+                yield from iter_nodes(sub, _depth + 1)
 
 
 def node_reads(node: onnx.NodeProto, _depth: int = 0) -> list[str]:
