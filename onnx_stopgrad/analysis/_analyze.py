@@ -19,6 +19,7 @@ from ..graph import (
     is_stop_gradient,
     iter_node_sites,
     node_label,
+    nodes_ort_cannot_differentiate,
     reach_back,
 )
 from ..passes import insert_stop_gradient, validate_model
@@ -102,7 +103,8 @@ def analyze(
     )
     gradient_graph = _graph_size(without, with_, ort_with, ort_without, version, reason)
     costs = _costs(graph, table, params, without, with_, ort_with, ort_without)
-    warnings = _warnings(stops, flow, blocked if version is not None else None)
+    static_blocked = nodes_ort_cannot_differentiate(graph, flow.trainable, float_targets, types)
+    warnings = _warnings(stops, flow, static_blocked, blocked if version is not None else None)
     for warning in warnings:
         log.warning(warning)
     return AnalysisReport(
@@ -282,9 +284,12 @@ def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostE
     )
 
 
-def _warnings(stops: list[StopInfo], flow: GradientFlow, blocked: Sequence[str] | None) -> list[str]:
+def _warnings(
+    stops: list[StopInfo], flow: GradientFlow, static_blocked: Sequence[str], blocked: Sequence[str] | None
+) -> list[str]:
     """One line per useless stop, per node ORT cannot differentiate (``blocked``, from its
-    optimized graph; None: judged statically), and when nothing trains."""
+    optimized graph; None: ``static_blocked``, judged on the model as given), and when
+    nothing trains."""
     warnings = []
     for stop in stops:
         if not stop.blocks_anything:
@@ -293,7 +298,7 @@ def _warnings(stops: list[StopInfo], flow: GradientFlow, blocked: Sequence[str] 
                 "behind it, or its output does not reach the loss"
             )
     static = blocked is None
-    nodes = flow.undifferentiable_nodes if blocked is None else blocked
+    nodes = static_blocked if blocked is None else blocked
     for node in nodes[:1]:
         unless = " unless its optimizer removes it (a constant If condition)" if static else ""
         warnings.append(

@@ -70,12 +70,13 @@ NON_DIFFERENTIABLE_INPUTS: dict[str, frozenset[int]] = {
 
 _STANDARD_DOMAINS = ("", "ai.onnx")
 _NONE: frozenset[int] = frozenset()
+#: Element types that carry a gradient, UNKNOWN_TYPE included.
+_CARRIERS = FLOAT_TYPES | {UNKNOWN_TYPE}
 
 
 def carries_gradient(name: str, types: Mapping[str, int]) -> bool:
     """Whether tensor ``name`` can carry a gradient: float, or of unknown type."""
-    elem = types.get(name, UNKNOWN_TYPE)
-    return elem == UNKNOWN_TYPE or elem in FLOAT_TYPES
+    return types.get(name, UNKNOWN_TYPE) in _CARRIERS
 
 
 def differentiable_inputs(
@@ -90,18 +91,29 @@ def differentiable_inputs(
     node's subgraphs read are judged where the subgraph's nodes read them. ``table`` is
     :data:`ORT_STOP_GRADIENT_EDGES` for the edges ORT itself skips.
     """
-    if is_stop_gradient(node):
+    op_type, standard = node.op_type, node.domain in _STANDARD_DOMAINS
+    if not standard and is_stop_gradient(node):
         return []
-    if node.op_type == "Cast" and node.domain in _STANDARD_DOMAINS:
+    if op_type == "Cast" and standard:
         to = next((a.i for a in node.attribute if a.name == "to"), UNKNOWN_TYPE)
-        if to != UNKNOWN_TYPE and to not in FLOAT_TYPES:
+        if to not in _CARRIERS:
             return []
-    skip = table.get(node.op_type, _NONE) if node.domain in _STANDARD_DOMAINS else _NONE
+    get, carriers = types.get, _CARRIERS
+    skip = table.get(op_type) if standard else None
+    if skip is None:  # the common node: every float input
+        return [name for name in node.input if name and get(name, UNKNOWN_TYPE) in carriers]
     return [
         name
         for slot, name in enumerate(node.input)
-        if name and slot not in skip and carries_gradient(name, types)
+        if name and slot not in skip and get(name, UNKNOWN_TYPE) in carriers
     ]
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - best effort: unknown types count as float
+        return model
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -110,22 +122,25 @@ def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
     Inference is best effort: where it fails, what the model declares is used.
     """
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # noqa: BLE001 - unknown types count as float
-        inferred = model
     types: dict[str, onnx.TypeProto] = {}
-    for graph in iter_graphs(inferred.graph):
+    for graph in iter_graphs(_inferred(model).graph):
         for value in (*graph.value_info, *graph.input, *graph.output):
             if value.type.tensor_type.elem_type:
                 types.setdefault(value.name, value.type)
         for tensor in graph.initializer:
-            types.setdefault(
-                tensor.name, onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
-            )
+            if tensor.name not in types:
+                types[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
     return types
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor :func:`infer_types` knows."""
-    return {name: t.tensor_type.elem_type for name, t in infer_types(model).items()}
+    """Element type of every tensor :func:`infer_types` knows (without building the types)."""
+    types: dict[str, int] = {}
+    for graph in iter_graphs(_inferred(model).graph):
+        for value in (*graph.value_info, *graph.input, *graph.output):
+            elem = value.type.tensor_type.elem_type
+            if elem:
+                types.setdefault(value.name, elem)
+        for tensor in graph.initializer:
+            types.setdefault(tensor.name, tensor.data_type)
+    return types

@@ -12,7 +12,7 @@ tensor links (:class:`~._reach.TensorLinks`) back from the targets:
 * ``unreachable``: no path to any target at all.
 
 Some models ONNX Runtime 1.19 cannot train at all, whatever the parameter lists:
-:func:`~._unsupported.nodes_ort_cannot_differentiate` finds them (``undifferentiable_nodes``).
+:func:`~._unsupported.nodes_ort_cannot_differentiate` finds them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import onnx
 from ..errors import InvalidModelError
 from ._differentiable import FLOAT_TYPES, element_types
 from ._reach import TensorLinks, reach_back
-from ._unsupported import nodes_ort_cannot_differentiate
 
 __all__ = ["GradientFlow", "analyze_gradient_flow", "parameter_names"]
 
@@ -50,9 +49,6 @@ class GradientFlow:
     reaches_targets: frozenset[str] = frozenset()
     #: Every tensor with a path to a target that ONNX Runtime differentiates.
     gradient_reach: frozenset[str] = frozenset()
-    #: Nodes ONNX Runtime 1.19 would have to differentiate but cannot, each with why
-    #: (:func:`~._unsupported.nodes_ort_cannot_differentiate`): it cannot train this model.
-    undifferentiable_nodes: tuple[str, ...] = ()
 
 
 def parameter_names(graph: onnx.GraphProto) -> list[str]:
@@ -118,7 +114,6 @@ def analyze_gradient_flow(
         constant=tuple(constant),
         reaches_targets=frozenset(any_reach),
         gradient_reach=frozenset(grad_reach),
-        undifferentiable_nodes=nodes_ort_cannot_differentiate(graph, trainable, target_names, types),
     )
 
 

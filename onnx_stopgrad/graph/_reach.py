@@ -74,9 +74,10 @@ class TensorLinks:
             stop = is_stop_gradient(node)
             if stop and sources and outputs:
                 self.stops.append(StopLink(label, path, sources[0], outputs[0]))
+            all_preds, open_preds, grad_preds = self.all_preds, self.open_preds, self.grad_preds
             for out in outputs:
-                self.all_preds[out].update(sources)
+                all_preds[out].update(sources)
                 if not stop:
-                    self.open_preds[out].update(sources)
+                    open_preds[out].update(sources)
                 if carried and carries_gradient(out, types):
-                    self.grad_preds[out].update(carried)
+                    grad_preds[out].update(carried)
