@@ -134,7 +134,7 @@ def _gradients_in(training_model: onnx.ModelProto, params: list[str]) -> set[str
     return {p for p in params if any(n.startswith(f"{p}_grad") for n in names)}
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(random_models())
 def test_analyze_agrees_with_the_artifacts(model: onnx.ModelProto) -> None:
     report = analyze(model, use_onnxruntime=False)
