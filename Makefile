@@ -2,6 +2,7 @@
 #   make demo   set up, then fine-tune a pretrained model behind a StopGradient
 #   make test   set up, then run the whole test suite (both ONNX Runtimes)
 #   make dist   the sdist and a manylinux_2_28 wheel in dist/
+#   make lint   ruff check, ruff format --check and mypy on the package
 PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
@@ -15,7 +16,7 @@ ARCH        := $(shell uname -m)
 MANYLINUX   := manylinux_2_28_$(ARCH)
 ZIG_TARGET  := $(ARCH)-linux-gnu.2.28
 
-.PHONY: setup graphviz build demo test test-fast bench dist clean
+.PHONY: setup graphviz build demo test test-fast lint bench dist clean
 
 setup: $(VENV)/.installed $(INFER_VENV)/.installed graphviz
 
@@ -36,7 +37,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(OP_SOURCES)
 $(INFER_VENV)/.installed: pyproject.toml
 	test -x $(INFER_PY) || $(PYTHON) -m venv $(INFER_VENV)
 	$(INFER_PY) -m pip install --quiet --upgrade pip
-	$(INFER_PY) -m pip install --quiet '$(ORT_INFERENCE)' onnx onnx-graphsurgeon numpy click pytest psutil
+	$(INFER_PY) -m pip install --quiet '$(ORT_INFERENCE)' onnx onnx-ir onnx-graphsurgeon numpy click pytest psutil
 	touch $@
 
 # Rebuild the op library in place (pip does this too on install).
@@ -55,6 +56,12 @@ test: setup
 # Without the large tests and the packaging ones (they build and install the wheel and sdist).
 test-fast: setup
 	$(PY) -m pytest -q -x -m "not packaging" tests
+
+# Quality gates: lint, formatting, and types of the package (not yet part of `test`).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy onnx_stopgrad
 
 bench: setup
 	$(PY) benchmarks/run_all.py

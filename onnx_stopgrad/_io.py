@@ -23,13 +23,14 @@ from typing import BinaryIO, Union
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import InvalidModelError, ModelLoadError, ModelSaveError
+from ._dtypes import tensor_nbytes
+from .errors import ModelLoadError, ModelSaveError, OutputIsInputError
+from .graph import iter_graphs_with_attributed_nodes
 
 __all__ = [
     "ModelLike",
     "atomic_write_bytes",
     "atomic_writer",
-    "check_schemas",
     "default_output_path",
     "external_data_files",
     "input_files",
@@ -114,23 +115,9 @@ def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path
         )
 
 
-_ITEM_SIZES = {
-    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
-    onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.BOOL: 1,
-    onnx.TensorProto.INT8: 1, onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8,
-    onnx.TensorProto.UINT8: 1, onnx.TensorProto.UINT16: 2, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
-}  # fmt: skip
-
-
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes the data of a tensor of a common fixed-size type occupies; None otherwise."""
-    itemsize = _ITEM_SIZES.get(tensor.data_type)
-    if itemsize is None or any(d < 0 for d in tensor.dims):
-        return None
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    return count * itemsize
+    """Bytes the data of a fixed-size tensor occupies; None for strings and unknown types."""
+    return tensor_nbytes(tensor.data_type, list(tensor.dims))
 
 
 def _check_inside(directory: Path, location: str, model_path: Path) -> None:
@@ -167,17 +154,14 @@ def _resolves_inside(path: Path, directory: Path) -> bool:
 
 
 def _iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    yield from (sparse.values for sparse in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _iter_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _iter_tensors(sub)
+    for each, attributed in iter_graphs_with_attributed_nodes(graph):
+        yield from each.initializer
+        yield from (sparse.values for sparse in each.sparse_initializer)
+        for node in attributed:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:
@@ -198,23 +182,11 @@ def input_files(path: Path, model: onnx.ModelProto, directory: Path) -> set[Path
 
 
 def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Raise ModelSaveError if writing ``outputs`` would replace one of ``inputs``."""
+    """Raise OutputIsInputError if writing ``outputs`` would replace one of ``inputs``."""
     protected = {Path(p).resolve() for p in inputs}
     for output in outputs:
         if Path(output).resolve() in protected:
-            raise ModelSaveError(f"{output}: would overwrite an input of this command; choose another output")
-
-
-def check_schemas(path: str | os.PathLike[str]) -> None:
-    """Refuse a model file the ONNX checker rejects (op schemas, attribute types, ...).
-
-    Costs about as much as parsing the model; the weights are not read.
-    """
-    try:
-        onnx.checker.check_model(str(path))
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidModelError(f"{path}: the ONNX checker rejects the model ({reason}); fix or re-export it") from exc
+            raise OutputIsInputError(f"{output}: would overwrite an input of this command; choose another output")
 
 
 def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> Path:
@@ -273,7 +245,7 @@ def _copy_external_data(locations: list[str], source_dir: Path, directory: Path,
                     "directory (a symlinked folder there?); choose another output"
                 )
             if target.resolve() == path.resolve():
-                raise ModelSaveError(f"{path}: would overwrite its own external data {location}")
+                raise OutputIsInputError(f"{path}: would overwrite its own external data {location}")
             missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
             target.parent.mkdir(parents=True, exist_ok=True)
             created.extend(missing)

@@ -2,7 +2,8 @@
 
 Every :class:`StopGradError` is a *user* error: its message is one line that says what
 went wrong and what to do. The CLI prints it and exits non-zero without a traceback.
-Any other exception is a bug and keeps its traceback.
+Any other exception is a bug and keeps its traceback. The base class is never raised
+itself: each kind of user error has its own class.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ __all__ = [
     "LibraryError",
     "TrainingError",
     "ConstructError",
+    "InvalidOptionError",
+    "OutputIsInputError",
+    "ExportError",
 ]
 
 
@@ -49,3 +53,15 @@ class TrainingError(StopGradError):
 
 class ConstructError(StopGradError):
     """A gradient-scale or straight-through construct cannot be built as asked."""
+
+
+class InvalidOptionError(StopGradError):
+    """An option's value is malformed (an invalid ``--regex``, a ``--dim`` that is not NAME=VALUE)."""
+
+
+class OutputIsInputError(ModelSaveError):
+    """The output would replace an input of the command (the model, its external data, ...)."""
+
+
+class ExportError(StopGradError):
+    """A PyTorch module cannot be exported as asked."""

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_stopgrad._flow import analyze_gradient_flow
+from onnx_stopgrad.graph import analyze_gradient_flow
 from onnx_stopgrad._names import DOMAIN, OP_TYPE
 
 torch = pytest.importorskip("torch")

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from .._flow import (
-    FLOAT_TYPES,
-    analyze_gradient_flow,
-    is_stop_gradient,
-    iter_nodes,
-    node_label,
-    node_reads,
-)
 from .._io import ModelLike, load_model
 from ..errors import InvalidModelError, TensorNotFoundError
+from ..graph import (
+    FLOAT_TYPES,
+    GradientFlow,
+    TensorLinks,
+    analyze_gradient_flow,
+    element_types,
+    is_stop_gradient,
+    iter_node_sites,
+    node_label,
+    nodes_ort_cannot_differentiate,
+    reach_back,
+)
 from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
 from ._ort_graph import (
     OrtGradientGraph,
+    UndifferentiableGraphError,
     build_ort_gradient_graph,
     ort_error_message,
     ort_training_version,
@@ -62,7 +66,7 @@ def analyze(
     proto, _ = load_model(model)
     validate_model(proto)
     label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
-    existing = {node_label(n, i) for i, n in enumerate(proto.graph.node) if is_stop_gradient(n)}
+    existing = {(site.path, site.label) for site in iter_node_sites(proto.graph) if is_stop_gradient(site.node)}
     if at or modules:
         proto, _report = insert_stop_gradient(proto, list(at), module=list(modules))
     graph = proto.graph
@@ -73,7 +77,8 @@ def analyze(
         raise InvalidModelError(
             f"no floating-point loss output among {', '.join(targets)}; name one with --loss-output"
         )
-    flow = analyze_gradient_flow(_constructs.gradient_view(proto), float_targets)
+    types = element_types(proto)
+    flow = analyze_gradient_flow(_constructs.gradient_view(proto), float_targets, types)
     params = {t.name: t for t in graph.initializer if t.data_type in FLOAT_TYPES}
 
     def infos(names: Iterable[str]) -> list[ParameterInfo]:
@@ -85,24 +90,26 @@ def analyze(
         "partially_blocked": infos(flow.partially_blocked),
         "unaffected": infos(p for p in flow.trainable if p not in partial),
         "unreachable": infos(flow.unreachable),
+        "constant": infos(flow.constant),
     }
     constructs = list(_constructs.describe(proto))
     in_constructs = {name for construct in constructs for name in construct.nodes}
-    stops = [stop for stop in _stops(proto, flow, existing, float_targets) if stop.name not in in_constructs]
-    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, table, cut_stops=False)
-    with_ = plan_backward(graph, flow.trainable, float_targets, table, cut_stops=True)
+    stops = [stop for stop in _stops(proto, flow, existing, types) if stop.name not in in_constructs]
+    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, types, cut_stops=False)
+    with_ = plan_backward(graph, flow.trainable, float_targets, types, cut_stops=True)
     kept_static = set(with_.nodes)
     no_gradient = [
         NodeRef(node_label(graph.node[i], i), graph.node[i].op_type)
         for i in without.nodes
         if i not in kept_static and not is_stop_gradient(graph.node[i])
     ]
-    ort_with, ort_without, version, reason = _ort_graphs(
+    ort_with, ort_without, version, reason, blocked = _ort_graphs(
         proto, flow, float_targets, table, use_onnxruntime
     )
     gradient_graph = _graph_size(without, with_, ort_with, ort_without, version, reason)
     costs = _costs(graph, table, params, without, with_, ort_with, ort_without)
-    warnings = _warnings(stops, flow, params)
+    static_blocked = nodes_ort_cannot_differentiate(graph, flow.trainable, float_targets, types)
+    warnings = _warnings(stops, flow, static_blocked, blocked if version is not None else None)
     for warning in warnings:
         log.warning(warning)
     return AnalysisReport(
@@ -120,6 +127,7 @@ def analyze(
         warnings=warnings,
         modes=_modes(proto, flow.trainable, float_targets),
         constructs=constructs,
+        constant=groups["constant"],
     )
 
 
@@ -170,77 +178,63 @@ def _param_info(tensor: onnx.TensorProto, blocked_by: Iterable[str]) -> Paramete
     )
 
 
-def _walk(start: Iterable[str], links: Mapping[str, Iterable[str]]) -> set[str]:
-    seen = set(start)
-    stack = list(seen)
-    while stack:
-        for nxt in links.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def _labelled_nodes(graph: onnx.GraphProto):
-    """Every node of ``graph`` and its subgraphs with the label ``_flow`` gives it."""
-    for index, node in enumerate(graph.node):
-        yield node, node_label(node, index)
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                yield from _labelled_nodes(sub)
-
-
-def _stops(proto: onnx.ModelProto, flow, existing: set[str], targets: list[str]) -> list[StopInfo]:
-    """Every StopGradient, with the parameters it freezes and whether it blocks anything."""
-    preds: dict[str, list[str]] = defaultdict(list)
-    for node, _graph in iter_nodes(proto.graph):
-        for out in node.output:
-            preds[out].extend(node_reads(node))
-    reaches_loss = _walk(targets, preds)
+def _stops(
+    proto: onnx.ModelProto, flow: GradientFlow, existing: set[tuple[str, str]], types: dict[str, int]
+) -> list[StopInfo]:
+    """Every StopGradient of every graph, with the parameters it freezes and whether it
+    blocks anything (a parameter behind it, its output reaching the loss)."""
+    links = TensorLinks(proto.graph, types)
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)
     result = []
     from ..modules import ModuleTree
 
     tree = ModuleTree(proto)
-    for node, name in _labelled_nodes(proto.graph):
-        if not is_stop_gradient(node) or not node.input or not node.output:
-            continue
-        behind = _walk([node.input[0]], preds) & params
-        freezes = sorted(p for p in frozen if name in flow.blocking_stops.get(p, ()))
+    for stop in links.stops:
+        behind = reach_back([stop.input], links.all_preds) & params
+        freezes = sorted(p for p in frozen if stop.label in flow.blocking_stops.get(p, ()))
         result.append(
             StopInfo(
-                name=name,
-                input=node.input[0],
-                output=node.output[0],
-                origin="model" if name in existing else "at",
+                name=stop.label,
+                input=stop.input,
+                output=stop.output,
+                origin="model" if (stop.path, stop.label) in existing else "at",
                 freezes=freezes,
-                blocks_anything=bool(behind) and node.output[0] in reaches_loss,
-                module=tree.module_ending(node.input[0]) if tree.has_scopes else "",
+                blocks_anything=bool(behind) and stop.output in flow.reaches_targets,
+                module=tree.module_ending(stop.input) if tree.has_scopes else "",
             )
         )
     return result
 
 
 def _ort_graphs(proto, flow, targets, table, use_onnxruntime):
+    """``(with stops, without, version, reason, blocked)``: ORT's gradient graphs, or the
+    reason they are missing; ``blocked`` lists the nodes ORT cannot differentiate with the
+    stops (judged on its optimized graph)."""
     if not use_onnxruntime:
-        return None, None, None, "onnxruntime not used (--static)"
+        return None, None, None, "onnxruntime not used (--static)", ()
     version, reason = ort_training_version()
     if version is None:
-        return None, None, None, reason
+        return None, None, None, reason, ()
+    blocked: tuple[str, ...] = ()
     try:
+        try:
+            with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+        except UndifferentiableGraphError as exc:
+            blocked = exc.nodes
+            raise
         without = build_ort_gradient_graph(
             proto, [*flow.trainable, *flow.frozen], targets, table, cut_stops=False
         )
-        with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+    except UndifferentiableGraphError as exc:
+        return None, None, version, f"{exc}; counts are static", blocked
     except Exception as exc:  # ORT raises plain RuntimeError/Fail for models it refuses
         log.info("onnxruntime could not build the gradient graph: %s", exc)
         return None, None, version, (
             f"onnxruntime {version} could not build the training graph ({ort_error_message(exc)}); "
             "counts are static"
-        )
-    return with_, without, version, None
+        ), ()
+    return with_, without, version, None, ()
 
 
 def _graph_size(
@@ -311,7 +305,12 @@ def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostE
     )
 
 
-def _warnings(stops: list[StopInfo], flow, params: Mapping[str, onnx.TensorProto]) -> list[str]:
+def _warnings(
+    stops: list[StopInfo], flow: GradientFlow, static_blocked: Sequence[str], blocked: Sequence[str] | None
+) -> list[str]:
+    """One line per useless stop, per node ORT cannot differentiate (``blocked``, from its
+    optimized graph; None: ``static_blocked``, judged on the model as given), and when
+    nothing trains."""
     warnings = []
     for stop in stops:
         if not stop.blocks_anything:
@@ -319,6 +318,16 @@ def _warnings(stops: list[StopInfo], flow, params: Mapping[str, onnx.TensorProto
                 f"StopGradient {stop.name} at {stop.input!r} blocks nothing: no parameter lies "
                 "behind it, or its output does not reach the loss"
             )
+    static = blocked is None
+    nodes = static_blocked if blocked is None else blocked
+    for node in nodes[:1]:
+        unless = " unless its optimizer removes it (a constant If condition)" if static else ""
+        warnings.append(
+            f"ONNX Runtime 1.19 cannot differentiate node {node}{unless}: `artifacts` then refuses this "
+            "model; put StopGradient nodes around it (at its output, and at its inputs that parameters "
+            "reach) or freeze those parameters"
+        )
     if flow.frozen and not flow.trainable:
-        warnings.append("no trainable parameter remains: every parameter reaches the loss only through stops")
+        how = "stops or inputs ONNX Runtime does not differentiate" if flow.constant else "stops"
+        warnings.append(f"no trainable parameter remains: every parameter reaches the loss only through {how}")
     return warnings

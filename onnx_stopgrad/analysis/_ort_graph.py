@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from .._flow import FLOAT_TYPES, is_stop_gradient, node_reads
+from .._ort119 import MAX_IR_VERSION, readable_ort_message
+from ..graph import FLOAT_TYPES, element_types, is_stop_gradient, node_reads, nodes_ort_cannot_differentiate
 from ._shapes import ShapeTable
 
 __all__ = [
@@ -27,12 +28,12 @@ __all__ = [
     "ort_training_version",
     "build_ort_gradient_graph",
     "LOSS_NAME",
+    "UndifferentiableGraphError",
 ]
 
 log = logging.getLogger(__name__)
 
 LOSS_NAME = "onnx_stopgrad_analysis_loss"
-_MAX_IR_VERSION = 10  # ONNX Runtime 1.19 loads IR <= 10
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class OrtGradientGraph:
     kept_activations: frozenset[str]
     #: Forward node names that got gradient nodes (from ORT's ``<name>_Grad/`` naming).
     differentiated: frozenset[str]
+
+
+class UndifferentiableGraphError(RuntimeError):
+    """ORT 1.19's gradient builder cannot differentiate these nodes of the optimized graph."""
+
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        super().__init__(f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}")
+        self.nodes = nodes
 
 
 def ort_training_version() -> tuple[str | None, str | None]:
@@ -73,7 +82,7 @@ def _training_input(
     """The forward model ORT is given: parameters as inputs, stops cut or Identity, a sum loss."""
     source = model.graph
     work = helper.make_model(helper.make_graph([], source.name or "g", [], []))
-    work.ir_version = min(model.ir_version, _MAX_IR_VERSION)
+    work.ir_version = min(model.ir_version, MAX_IR_VERSION)
     del work.opset_import[:]
     work.opset_import.extend(model.opset_import)
     work.functions.extend(model.functions)
@@ -135,13 +144,8 @@ def _stop_aliases(graph: onnx.GraphProto) -> dict[str, str]:
 
 
 def ort_error_message(exc: BaseException) -> str:
-    """The readable part of an ORT exception (its C++ signature prefix dropped)."""
-    text = " ".join(str(exc).split())
-    for marker in (" was false. ", "] "):
-        if marker in text:
-            text = text.rsplit(marker, 1)[1]
-            break
-    return text[:300] or type(exc).__name__
+    """The readable part of an ORT exception (see :func:`onnx_stopgrad._ort119.readable_ort_message`)."""
+    return readable_ort_message(exc)
 
 
 def build_ort_gradient_graph(
@@ -155,8 +159,7 @@ def build_ort_gradient_graph(
     from onnxruntime import SessionOptions
     from onnxruntime.capi._pybind_state import GradientGraphBuilder, get_optimized_model
 
-    from ..training._count import GRADIENT_NODE_MARK, is_gradient_node
-    from ..training._fixups import apply_fixups
+    from ..training import GRADIENT_NODE_MARK, apply_fixups, is_gradient_node
 
     requires = sorted(set(requires_grad))
     work = _training_input(model, list(targets), table, cut_stops)
@@ -166,6 +169,9 @@ def build_ort_gradient_graph(
     options = SessionOptions()
     options.log_severity_level = 3
     optimized = onnx.load_from_string(get_optimized_model(work.SerializeToString(), set(requires), options))
+    blocked = nodes_ort_cannot_differentiate(optimized.graph, requires, [LOSS_NAME], element_types(optimized))
+    if blocked:  # the builder would fail, or abort the process (an If on the gradient path)
+        raise UndifferentiableGraphError(blocked)
     builder = GradientGraphBuilder(
         optimized.SerializeToString(), {LOSS_NAME}, set(requires), LOSS_NAME, options
     )

@@ -144,6 +144,9 @@ class AnalysisReport:
     gradient_graph: GradientGraphSize
     costs: CostEstimate
     warnings: list[str]
+    #: Parameters that reach the loss only through inputs ONNX Runtime does not
+    #: differentiate (a Pow exponent, a Reshape shape): training keeps them constant.
+    constant: list[ParameterInfo] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     #: BatchNormalization/Dropout nodes and the mode each trains in (``artifacts`` defaults).
     modes: list[ModeInfo] = field(default_factory=list)
@@ -204,6 +207,9 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         ("unaffected", "unaffected"),
     ):
         lines.extend(_param_lines(title, getattr(r, key), r.totals[key], limit if key != "unaffected" else min(limit, 5)))
+    if r.constant:
+        title = "constant (reach the loss only through inputs ONNX Runtime does not differentiate)"
+        lines.extend(_param_lines(title, r.constant, r.totals["constant"], 5))
     if r.unreachable:
         lines.extend(_param_lines("not reaching the loss at all", r.unreachable, r.totals["unreachable"], 5))
     lines.append("")

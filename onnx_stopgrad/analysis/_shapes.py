@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .._flow import is_stop_gradient
+from ..graph import is_stop_gradient
 
 __all__ = ["TensorInfo", "ShapeTable", "infer_shapes", "UNKNOWN_DIM_VALUE"]
 

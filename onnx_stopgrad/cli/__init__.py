@@ -106,7 +106,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 # Command modules register themselves on `main` when imported.
 from . import rewrite  # noqa: E402,F401
-from . import inspect  # noqa: E402,F401
+from . import analysis  # noqa: E402,F401
 from . import training  # noqa: E402,F401
 from . import family  # noqa: E402,F401
 from . import points  # noqa: E402,F401

@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 import click
 
 from .._io import default_output_path
-from ..errors import ModelSaveError
+from ..errors import OutputIsInputError
 
 __all__ = [
     "model_argument",
     "output_option",
     "in_place_option",
+    "strict_option",
     "json_option",
     "resolve_output",
     "emit",
@@ -38,6 +39,12 @@ model_argument = click.argument("model", type=click.Path(path_type=Path), metava
 
 in_place_option = click.option(
     "--in-place", is_flag=True, help="Overwrite MODEL itself (atomically) instead of writing a new file."
+)
+
+strict_option = click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a model the ONNX checker rejects [default: accept it with a warning; the output gets no new problem].",
 )
 
 json_option = click.option(
@@ -71,7 +78,7 @@ def resolve_output(model: Path, output: Path | None, in_place: bool, tag: str = 
         return model
     target = output if output is not None else default_output_path(model, tag)
     if target.resolve() == model.resolve():
-        raise ModelSaveError(f"{target}: this is the input model; pass --in-place to overwrite it")
+        raise OutputIsInputError(f"{target}: this is the input model; pass --in-place to overwrite it")
     return target
 
 

@@ -8,10 +8,17 @@ from pathlib import Path
 import click
 import onnx
 
-from .._io import check_schemas, load_model, save_model
-from ..passes import insert_in_place, list_stop_gradients, remove_in_place, select_tensors
+from ..passes import InsertReport, insert_in_place, list_stop_gradients, remove_in_place, rewrite_file, select_tensors
 from . import main
-from ._options import emit, in_place_option, json_option, model_argument, output_option, resolve_output
+from ._options import (
+    emit,
+    in_place_option,
+    json_option,
+    model_argument,
+    output_option,
+    resolve_output,
+    strict_option,
+)
 
 __all__ = ["insert", "remove", "list_command"]
 
@@ -84,6 +91,7 @@ def _pair_consumers(ctx: click.Context, ats: Sequence[str], consumers: Sequence[
 )
 @output_option()
 @in_place_option
+@strict_option
 @json_option
 @click.pass_context
 def insert(
@@ -96,6 +104,7 @@ def insert(
     modules: tuple[str, ...],
     output: Path | None,
     in_place: bool,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Stop the gradient at tensors of MODEL: nothing behind them is trained.
@@ -119,11 +128,12 @@ def insert(
         raise click.UsageError("name the tensors to stop with --at, --match, --regex or --module")
     pairs = _pair_consumers(ctx, ats, consumers)
     target_path = resolve_output(model, output, in_place)
-    proto, source_dir = load_model(model)
-    targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
-    report = insert_in_place(proto, targets, pairs, module=modules)
-    check_schemas(model)
-    written = _write(proto, target_path, source_dir, report.modified, in_place)
+
+    def change(proto: onnx.ModelProto) -> InsertReport:
+        targets = list(dict.fromkeys([*ats, *select_tensors(proto, globs, regexes)]))
+        return insert_in_place(proto, targets, pairs, module=modules)
+
+    report, written = rewrite_file(model, target_path, change, in_place=in_place, strict=strict)
     emit(report, as_json, wrote=written)
 
 
@@ -134,8 +144,9 @@ def insert(
     help="Remove only this StopGradient: its node name, input or output (repeatable) [default: all].",
 )
 @click.option("--to-identity", is_flag=True, help="Replace the nodes with Identity instead of rewiring.")
-@output_option()
+@output_option("Output file [default: MODEL with .nostopgrad before the suffix].")
 @in_place_option
+@strict_option
 @json_option
 def remove(
     model: Path,
@@ -143,6 +154,7 @@ def remove(
     to_identity: bool,
     output: Path | None,
     in_place: bool,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Take StopGradient nodes out of MODEL, so it runs without the op library.
@@ -156,10 +168,10 @@ def remove(
       onnx-stopgrad remove model.stopgrad.onnx --to-identity
     """
     target_path = resolve_output(model, output, in_place, tag="nostopgrad")
-    proto, source_dir = load_model(model)
-    report = remove_in_place(proto, list(ats) or None, to_identity)
-    check_schemas(model)
-    written = _write(proto, target_path, source_dir, report.modified, in_place)
+    report, written = rewrite_file(
+        model, target_path, lambda proto: remove_in_place(proto, list(ats) or None, to_identity),
+        in_place=in_place, strict=strict,
+    )  # fmt: skip
     emit(report, as_json, wrote=written)
 
 
@@ -176,9 +188,3 @@ def list_command(model: Path, as_json: bool) -> None:
     """
     emit(list_stop_gradients(model), as_json)
 
-
-def _write(proto: onnx.ModelProto, target: Path, source_dir: Path | None, modified: bool, in_place: bool) -> Path | None:
-    """Save unless ``--in-place`` asked to rewrite a model that did not change."""
-    if in_place and not modified:
-        return None
-    return save_model(proto, target, source_dir)

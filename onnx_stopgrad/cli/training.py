@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from ..errors import TrainingError
-from ..training._choices import LOSSES, OPTIMIZERS
-from ..training._modes import BATCHNORM_MODES, DROPOUT_MODES, mode_dict, mode_lines
+from ..training import LOSSES, OPTIMIZERS
+from ..training._modes import BATCHNORM_MODES, DROPOUT_MODES, mode_lines
 from . import main
 from ._options import json_option, model_argument
 
@@ -116,6 +116,7 @@ def artifacts(
         --loss-input logits
       onnx-stopgrad artifacts bert.onnx --loss crossentropy --module bert.encoder.layer.9
       onnx-stopgrad artifacts model.stopgrad.onnx --loss mse --portable -o mobile.artifacts
+      onnx-stopgrad artifacts model.onnx --loss mse --frozen head.bias --json
     """
     from ..training import generate_artifacts
 
@@ -131,15 +132,7 @@ def artifacts(
     inserted = list(result.inserted)
     removed = result.gradient_nodes_removed
     if as_json:
-        click.echo(json.dumps({
-            "directory": str(result.directory), "files": list(result.files),
-            "inserted": inserted, "stops": list(result.stops),
-            "trainable": list(result.trainable), "frozen": list(result.frozen),
-            "gradient_nodes": result.gradient_nodes,
-            "gradient_nodes_without_stops": result.gradient_nodes_without_stops,
-            "gradient_nodes_removed": removed, "adjustments": list(result.adjustments),
-            "modes": [mode_dict(m) for m in result.modes],
-        }, indent=2))  # fmt: skip
+        click.echo(json.dumps(result.to_dict(), indent=2))
         return
     for line in inserted:
         click.echo(line)
@@ -187,6 +180,11 @@ def train(
     plus the loss's `labels` (crossentropy, int64; (N,) or (N, T) for sequence logits, -100
     skips a position) or `target` (mse, l1, bce); examples along axis 0. The trained
     parameters are saved back into DIR/checkpoint.
+
+    \b
+    Examples:
+      onnx-stopgrad train artifacts/ --data train.npz --epochs 5
+      onnx-stopgrad train artifacts/ --data train.npz --batch-size 16 --lr 1e-3 --seed 1
     """
     from ..training._ort import ort_artifacts
 
@@ -196,7 +194,7 @@ def train(
     except ImportError as exc:
         raise TrainingError(f"tqdm is not installed ({exc}): pip install 'onnx-stopgrad[training]'") from exc
 
-    from ..training._loop import fit, read_npz
+    from ..training import fit, read_npz
 
     arrays = read_npz(data)
     bars: list[tqdm] = []  # made once the data is checked, so errors print no empty bar
@@ -267,6 +265,11 @@ def export(
     The loss is dropped; the model keeps the outputs of the model the artifacts were built
     from. ONNX Runtime's own Module.export_model_for_inferencing fails on models with
     StopGradient; this does not.
+
+    \b
+    Examples:
+      onnx-stopgrad export artifacts/ -o trained.onnx
+      onnx-stopgrad export artifacts/ -o trained.plain.onnx --no-stops
     """
     from ..training import export_for_inference
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES
+from ..graph import FLOAT_TYPES
 from ..errors import InvalidModelError
 from ._tree import ModuleOutput, ModuleTree
 from ._types import TensorType, tensor_types

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .._flow import FLOAT_TYPES, analyze_gradient_flow
+from ..graph import FLOAT_TYPES, analyze_gradient_flow
 from ..errors import StopGradError, TensorNotFoundError
 from ..passes import insert_in_place
 from ..passes._model import ModelInput, read_model

@@ -20,7 +20,7 @@ import ast
 
 import onnx
 
-from .._flow import is_stop_gradient
+from ..graph import is_stop_gradient
 
 __all__ = ["CLASS_HIERARCHY_KEY", "NAME_SCOPES_KEY", "Chain", "node_chain", "normalize_path"]
 

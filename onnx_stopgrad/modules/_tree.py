@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .._flow import FLOAT_TYPES, MAX_DEPTH, is_stop_gradient, node_label, too_deep_error
+from ..graph import FLOAT_TYPES, MAX_DEPTH, is_stop_gradient, node_label, too_deep_error
 from ..errors import TensorNotFoundError
 from ..passes import closest_names
-from ..passes._scope import subgraph_attributes
+from ..graph import subgraph_attributes
 from ._scopes import Chain, node_chain, normalize_path
 
 __all__ = ["NO_SCOPES_MESSAGE", "Module", "ModuleOutput", "ModuleTree"]

@@ -10,7 +10,7 @@ import logging
 
 import onnx
 
-from .._flow import FLOAT_TYPES
+from ..graph import FLOAT_TYPES
 
 __all__ = ["TensorType", "dtype_name", "tensor_types"]
 

@@ -8,9 +8,10 @@ ModelProto the caller owns and skip the copy (the CLI uses them).
 
 from __future__ import annotations
 
-from ._scope import validate as validate_model
+from ..graph import validate as validate_model
 from ._select import closest_names, node_names, select_tensors, tensor_names
 from .family_reports import ScaleReport, StraightThroughReport
+from ._files import rewrite_file
 from .insert import insert_in_place, insert_stop_gradient
 from .listing import list_stop_gradients
 from .remove import remove_in_place, remove_stop_gradient
@@ -52,4 +53,5 @@ __all__ = [
     "tensor_names",
     "node_names",
     "closest_names",
+    "rewrite_file",
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads, not_utf8_error
+from ..graph import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads, not_utf8_error
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError
 from .reports import ConstructInfo

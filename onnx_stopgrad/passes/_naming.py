@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import onnx
 
-from ._scope import Scope, iter_scopes
+from ..graph import Scope, iter_scopes
 from ._select import node_names, tensor_names
 
 __all__ = ["NameAllocator", "TENSOR_SUFFIX", "NODE_SUFFIX"]

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import onnx
 
-from .._flow import is_stop_gradient, iter_nodes
-from ..errors import TensorNotFoundError
+from ..errors import InvalidOptionError, TensorNotFoundError
+from ..graph import is_stop_gradient, iter_nodes
 
 __all__ = ["tensor_names", "node_names", "select_tensors", "closest_names", "not_found_message"]
 
@@ -68,7 +68,7 @@ def select_tensors(
         try:
             compiled = re.compile(expression)
         except re.error as exc:
-            raise TensorNotFoundError(f"--regex {expression!r} is not a valid regular expression ({exc})") from exc
+            raise InvalidOptionError(f"--regex {expression!r} is not a valid regular expression ({exc})") from exc
         hits = [name for name in candidates if compiled.search(name)]
         if not hits:
             raise TensorNotFoundError(

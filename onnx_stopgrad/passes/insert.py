@@ -16,13 +16,12 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, iter_nodes, node_label
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError, TensorNotFoundError
 from ._constructs import is_construct_node
+from ..graph import Read, Scope, is_stop_gradient, iter_nodes, iter_scopes, node_label, resolved_reads, scan
 from ._model import ModelInput, open_model
 from ._naming import NameAllocator
-from ._scope import Read, Scope, iter_scopes, resolved_reads, scan
 from ._select import node_names, not_found_message, tensor_names
 from .reports import Insertion, InsertReport, Skipped
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._flow import analyze_gradient_flow
+from ..graph import analyze_gradient_flow
 from . import _constructs
 from ._model import ModelInput, read_model
 from .remove import find_stops, readers_of, stops_outside_constructs

@@ -11,63 +11,30 @@ node of the domain is left.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import onnx
 
-from .._flow import MAX_DEPTH, is_stop_gradient, iter_nodes, node_label, too_deep_error
 from .._names import DOMAIN
 from ..errors import TensorNotFoundError
 from . import _constructs
+from ..graph import GraphIndex, Read, Scope, StopSite, iter_nodes
 from ._model import ModelInput, open_model
-from ._scope import Read, Scope, iter_scopes, resolved_reads, scan, subgraph_attributes
 from ._select import not_found_message
 from .reports import Removal, RemoveReport
 
 __all__ = ["remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite", "stops_outside_constructs"]
 
 
-@dataclass(frozen=True)
-class StopSite:
-    scope: Scope
-    index: int
-    node: onnx.NodeProto
-
-    @property
-    def label(self) -> str:
-        return node_label(self.node, self.index)
-
-
 def find_stops(model: onnx.ModelProto) -> tuple[Scope, list[StopSite]]:
-    """Every StopGradient node of every graph, with a scan of who reads their outputs."""
-    outputs: set[str] = set()
-    located: list[tuple[int, int]] = []  # (graph number in depth-first order, node index)
-    _collect(model.graph, outputs, located, [0], 0)
-    root = scan(model, outputs)
-    scopes = list(iter_scopes(root))  # the same depth-first order as _collect
-    return root, [StopSite(scopes[number], index, scopes[number].graph.node[index]) for number, index in located]
-
-
-def _collect(
-    graph: onnx.GraphProto, outputs: set[str], located: list[tuple[int, int]], counter: list[int], depth: int
-) -> None:
-    if depth > MAX_DEPTH:
-        raise too_deep_error()
-    number = counter[0]
-    counter[0] += 1
-    for index, node in enumerate(graph.node):
-        if is_stop_gradient(node):
-            located.append((number, index))
-            outputs.update(node.output)
-        if node.attribute:
-            for _, sub in subgraph_attributes(node):
-                _collect(sub, outputs, located, counter, depth + 1)
+    """Every StopGradient node of every graph, with the index's root scope."""
+    index = GraphIndex.with_stops(model)
+    return index.root, index.stops()
 
 
 def readers_of(stop: StopSite) -> list[Read]:
     """Reads of the stop's output that see this stop's definition."""
-    return resolved_reads(stop.scope, stop.node.output[0]) if stop.node.output else []
+    return stop.readers()
 
 
 def remove_stop_gradient(

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._names import DOMAIN
+from .._reports import ReportFields, json_ready
 
 __all__ = [
     "Insertion",
@@ -19,20 +20,7 @@ __all__ = [
 ]
 
 
-def _json_ready(value: Any) -> Any:
-    """``value`` with tuples turned into lists, recursively (JSON has only lists)."""
-    if isinstance(value, (tuple, list)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    return value
-
-
-class _Fields:
-    """``to_dict()``: every dataclass field, by name, ready for JSON."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_ready(asdict(self))  # type: ignore[call-overload]
+_Fields = ReportFields
 
 
 @dataclass(frozen=True)
@@ -69,7 +57,7 @@ class InsertReport:
         return bool(self.inserted)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modified": self.modified, **_json_ready(asdict(self))}
+        return {"modified": self.modified, **json_ready(asdict(self))}
 
     def summary(self) -> str:
         lines = []
@@ -111,7 +99,7 @@ class RemoveReport:
         return bool(self.removed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modified": self.modified, **_json_ready(asdict(self))}
+        return {"modified": self.modified, **json_ready(asdict(self))}
 
     def summary(self) -> str:
         lines = []

@@ -14,11 +14,11 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, iter_nodes, node_label
+from ..graph import is_stop_gradient, iter_nodes, node_label
 from ..errors import ConstructError, TensorNotFoundError
 from . import _constructs as family
 from ._model import ModelInput, open_model
-from ._scope import validate
+from ..graph import validate
 from ._select import node_names, not_found_message, tensor_names
 from .family_reports import ScaleReport
 from .insert import insert_in_place

@@ -16,11 +16,11 @@ from typing import Any
 
 import onnx
 
-from .._flow import iter_nodes, node_label
+from ..graph import iter_nodes, node_label
 from ..errors import ConstructError, TensorNotFoundError
 from . import _constructs as family
 from ._model import ModelInput, open_model
-from ._scope import validate
+from ..graph import validate
 from ._select import node_names, not_found_message
 from .family_reports import StraightThroughReport
 

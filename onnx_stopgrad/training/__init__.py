@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from ._artifacts import ArtifactsReport, generate_artifacts
 from ._choices import LOSSES, OPTIMIZERS
-from ._count import count_gradient_nodes, is_gradient_node
+from ._count import GRADIENT_NODE_MARK, count_gradient_nodes, is_gradient_node
 from ._export import export_for_inference
+from ._fixups import apply_fixups
 from ._load import load
 from ._loop import fit, read_npz
 from ._modes import BATCHNORM_MODES, DROPOUT_MODES, NodeMode
@@ -25,6 +26,8 @@ __all__ = [
     "generate_artifacts",
     "count_gradient_nodes",
     "is_gradient_node",
+    "GRADIENT_NODE_MARK",
+    "apply_fixups",
     "load",
     "export_for_inference",
     "fit",

@@ -16,8 +16,9 @@ from typing import Any
 
 import onnx
 
-from .._flow import is_stop_gradient, node_label
+from ..graph import is_stop_gradient, node_label
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
+from .._reports import ReportFields
 from ..errors import TrainingError
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
@@ -25,7 +26,8 @@ from . import _ort
 from ._activations import restore_hard_activations
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
-from ._fixups import apply_fixups, cap_ir_version
+from .._ort119 import cap_ir_version
+from ._fixups import apply_fixups
 from ._losses import prepare_loss
 from ._mode_plan import mode_adjustments, prepare_modes
 from ._mode_rewrite import ModeRewrite
@@ -44,7 +46,7 @@ _MAX_CONSTANT_RETRIES = 16
 
 
 @dataclass(frozen=True)
-class ArtifactsReport:
+class ArtifactsReport(ReportFields):
     """What :func:`generate_artifacts` wrote and decided."""
 
     directory: Path
@@ -71,6 +73,10 @@ class ArtifactsReport:
         if self.gradient_nodes_without_stops is None:
             return None
         return self.gradient_nodes_without_stops - self.gradient_nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, plus ``gradient_nodes_removed``, ready for JSON."""
+        return {**super().to_dict(), "gradient_nodes_removed": self.gradient_nodes_removed}
 
 
 def generate_artifacts(
@@ -231,6 +237,8 @@ def _build(
     the build retried. Returns the final plan.
     """
     detached, stops = detach_stops(proto)
+    targets = list(ort_options.get("loss_input_names") or [o.name for o in proto.graph.output])
+    _ort.refuse_undifferentiable(detached, plan.trainable, targets, custom_op_library)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
     extra_outputs = additional_output_names + temporary + list(rewrite.updates)
@@ -276,7 +284,7 @@ def _build(
     optimizer_path = staging / f"{prefix}optimizer_model.onnx"
     if optimizer_path.exists():
         optimizer_model = onnx.load(str(optimizer_path))
-        if cap_ir_version(optimizer_model):
+        if cap_ir_version(optimizer_model) is not None:
             onnx.save(optimizer_model, str(optimizer_path))
     if ort_format:
         _convert_to_ort_format(staging, prefix, custom_op_library, bool(stops) and not portable)
@@ -330,6 +338,11 @@ def _gradient_nodes_without_stops(
     else:
         trainable = list(plan.trainable)
     frozen = [p for p in plan.frozen if p not in trainable]
+    try:  # ORT would fail on it, or abort the process
+        _ort.refuse_undifferentiable(plain, trainable, targets, None)
+    except TrainingError as exc:
+        log.warning("could not measure the gradient nodes without stops: %s", exc)
+        return None
     with tempfile.TemporaryDirectory(prefix=".onnx-stopgrad-measure.") as scratch:
         try:
             with _ort.quiet_ort():

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
-from .._flow import node_reads
+from ..graph import node_reads
 from .._io import atomic_writer, refuse_overwriting, save_model
 from ..errors import TensorNotFoundError, TrainingError
 from . import _ort

@@ -10,6 +10,7 @@ import logging
 
 import onnx
 
+from .._ort119 import MAX_IR_VERSION, cap_ir_version
 from ..errors import TrainingError
 from ._activations import decompose_hard_activations
 from ._split_fixup import split_sequences
@@ -18,8 +19,6 @@ __all__ = ["MAX_IR_VERSION", "MAX_OPSET", "apply_fixups", "cap_ir_version"]
 
 log = logging.getLogger(__name__)
 
-#: Highest IR version ONNX Runtime 1.19 loads.
-MAX_IR_VERSION = 10
 #: Highest ai.onnx opset ONNX Runtime 1.19 implements.
 MAX_OPSET = 21
 
@@ -30,19 +29,11 @@ _OUTPUTS_FOR_GRADIENT = {
 }
 
 
-def cap_ir_version(model: onnx.ModelProto) -> bool:
-    """Lower ``model.ir_version`` to what ORT 1.19 loads; True when it changed."""
-    if model.ir_version > MAX_IR_VERSION:
-        model.ir_version = MAX_IR_VERSION
-        return True
-    return False
-
-
 def apply_fixups(model: onnx.ModelProto) -> list[str]:
     """Fix what would stop ORT 1.19 from building or loading the training graph."""
     changes: list[str] = []
-    old_ir = model.ir_version
-    if cap_ir_version(model):
+    old_ir = cap_ir_version(model)
+    if old_ir is not None:
         changes.append(f"IR version {old_ir} -> {MAX_IR_VERSION} (ONNX Runtime 1.19 loads <= 10)")
     changes.extend(_downgrade_opset(model))
     changes.extend(_add_gradient_outputs(model.graph))

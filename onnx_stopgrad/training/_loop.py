@@ -2,7 +2,10 @@
 
 The ``.npz`` file holds one array per input of the training model, under the input's
 name (e.g. ``x`` and ``labels``/``target``: the loss's own input), with examples along
-axis 0. :func:`training_inputs` lists the names and shapes a directory expects.
+axis 0; :func:`training_inputs` lists the names, dtypes and shapes the loaded artifacts
+take. :func:`fit` shuffles the examples each epoch, uses the model's fixed batch size
+(then dropping a last, smaller batch) or 32, and replaces the checkpoint atomically
+with the trained parameters (without the optimizer's state).
 """
 
 from __future__ import annotations
@@ -110,7 +113,8 @@ def fit(
     on_epoch: Callable[[int, float], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Train for ``epochs`` and save the checkpoint in place; return each epoch's mean loss.
+    """Train for ``epochs``, then replace the checkpoint (parameters only, atomically);
+    return each epoch's mean loss.
 
     ``on_batch(epoch, loss)`` is called after every optimizer step, ``on_epoch(epoch, mean
     loss)`` after every epoch (epochs count from 0), ``on_start(total steps)`` once.

@@ -10,15 +10,14 @@ region a node runs in the mode it was exported in, unless an override says other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
 from onnx import numpy_helper
 
-from .._flow import is_stop_gradient, node_label, node_reads
 from ..errors import TrainingError
-from ._params import NON_DIFFERENTIABLE_INPUTS, differentiable_tensors
+from ..graph import differentiable_inputs, element_types, gradient_reach, node_label, node_reads
 
 __all__ = [
     "BATCHNORM_MODES",
@@ -68,8 +67,9 @@ def plan_modes(
     graph = model.graph
     if not any(_is_mode_op(n) for n in graph.node):
         return []
-    reached = _forward_reach(graph, set(trainable))
-    to_loss = differentiable_tensors(model, targets)
+    types = element_types(model)
+    reached = _forward_reach(graph, set(trainable), types)
+    to_loss = gradient_reach(model, targets, types)
     opset = _opset(model)
     constants = _constant_values(graph)
     modes = []
@@ -136,15 +136,11 @@ def _is_mode_op(node: onnx.NodeProto) -> bool:
     return node.op_type in _OPS and node.domain in ("", "ai.onnx")
 
 
-def _forward_reach(graph: onnx.GraphProto, sources: set[str]) -> set[str]:
+def _forward_reach(graph: onnx.GraphProto, sources: set[str], types: Mapping[str, int]) -> set[str]:
     """Tensors a gradient could flow back from to ``sources``: one walk in graph order."""
     reached = set(sources)
     for node in graph.node:
-        if is_stop_gradient(node):
-            continue
-        standard = node.domain in ("", "ai.onnx")
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset()) if standard else frozenset()
-        explicit = [name for i, name in enumerate(node.input) if name and i not in skip]
+        explicit = differentiable_inputs(node, types)
         implicit = [name for name in node_reads(node) if name not in node.input]
         if any(name in reached for name in (*explicit, *implicit)):
             reached.update(o for o in node.output if o)

@@ -8,23 +8,27 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import onnx
+
+from .._ort119 import readable_ort_message
 from ..errors import TrainingError
 
-__all__ = ["ort_artifacts", "quiet_ort", "ort_error", "unreachable_param", "session_log_severity"]
+__all__ = [
+    "ort_artifacts",
+    "quiet_ort",
+    "ort_error",
+    "unreachable_param",
+    "refuse_undifferentiable",
+    "session_log_severity",
+]
 
 log = logging.getLogger(__name__)
 
 _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S+)")
-_FAILED_CHECK = re.compile(r"/onnxruntime_src/\S+:\d+ (.*?) was false\.(.*)")
 _UNREACHABLE = re.compile(r"Cannot compute the partial derivative for '([^']+)'")
-#: "<source file>:<line> <C++ signature>" prefixes of ORT's messages: noise to users.
-_CXX_LOCATION = re.compile(
-    r"/onnxruntime_src/\S+:\d+ (?:[\w:<>,*& ]+\([^()]*(?:\([^()]*\)[^()]*)*\)(?:::<lambda\([^()]*\)>)?\s*)?"
-)
-_MAX_MESSAGE = 240
 
 
 def ort_artifacts() -> Any:
@@ -91,12 +95,34 @@ def ort_error(exc: BaseException, action: str) -> TrainingError:
             f"ONNX Runtime 1.19 has no gradient for {missing.group(1)} (node {missing.group(2)}); "
             "freeze the parameters before it (--frozen) or put a StopGradient after it"
         )
-    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    check = _FAILED_CHECK.search(text)
-    if check:  # "<file>:<line> <C++ signature> <condition> was false. <message>"
-        text = check.group(2).strip() or f"internal check '{check.group(1).split(') ')[-1]}' failed"
-    text = _CXX_LOCATION.sub("", text).strip()
-    if len(text) > _MAX_MESSAGE:
-        log.info("ONNX Runtime's full message: %s", text)
-        text = text[:_MAX_MESSAGE].rstrip() + "... (-v shows ONNX Runtime's full message)"
+    text = readable_ort_message(exc)
     return TrainingError(f"ONNX Runtime could not {action}: {text}")
+
+
+def refuse_undifferentiable(
+    model: onnx.ModelProto, trainable: Sequence[str], targets: Sequence[str], custom_op_library: Any
+) -> None:
+    """Raise a one-line TrainingError for a model ORT's gradient builder would fail on, or
+    abort the process for (an If on the gradient path): judged on the graph ORT's own
+    optimizer makes, as ``generate_artifacts`` does, so an If it folds away is no obstacle."""
+    from onnxruntime import SessionOptions
+    from onnxruntime.capi._pybind_state import get_optimized_model
+
+    from ..graph import element_types, nodes_ort_cannot_differentiate
+
+    options = SessionOptions()
+    options.log_severity_level = 3
+    if custom_op_library is not None:
+        options.register_custom_ops_library(str(custom_op_library))
+    try:
+        with quiet_ort():
+            data = get_optimized_model(model.SerializeToString(), set(trainable), options)
+    except Exception as exc:  # ORT raises RuntimeError, Fail, ...
+        raise ort_error(exc, "optimize the model") from exc
+    optimized = onnx.load_from_string(data)
+    nodes = nodes_ort_cannot_differentiate(optimized.graph, trainable, targets, element_types(optimized))
+    if nodes:
+        raise TrainingError(
+            f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}; put StopGradient nodes around it "
+            "(at its output, and at its inputs that parameters reach) or freeze those parameters"
+        )

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .._flow import FLOAT_TYPES
+from ..graph import FLOAT_TYPES
 
 __all__ = ["split_ties", "warn_split_ties"]
 

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._flow import analyze_gradient_flow
-from .._io import ModelLike, load_model
+from ..graph import analyze_gradient_flow
+from .._io import ModelLike, input_files, load_model, refuse_overwriting
+from .._reports import ReportFields
 from ..errors import TensorNotFoundError
 from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._dot import build_dot
@@ -25,7 +26,7 @@ DEFAULT_MAX_NODES = 150
 
 
 @dataclass(frozen=True)
-class DrawReport:
+class DrawReport(ReportFields):
     path: Path
     nodes: int
     boxes: int
@@ -54,7 +55,9 @@ def draw(
     """
     output = Path(output)
     output_format(output)  # refuse an unknown suffix before any work
-    proto, _ = load_model(model)
+    proto, directory = load_model(model)
+    if directory is not None:  # never draw over the model or its external data
+        refuse_overwriting([output], input_files(Path(model), proto, directory))  # type: ignore[arg-type]
     validate_model(proto)
     if at or modules:
         proto, _report = insert_stop_gradient(proto, list(at), module=list(modules))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .._flow import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
+from ..graph import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
 from ..passes import _constructs
 from ._scopes import Grouping, group_nodes
 

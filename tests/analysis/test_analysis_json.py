@@ -24,7 +24,7 @@ COSTS = {
 }  # fmt: skip
 TOP = {
     "schema_version": int, "model": str, "loss_outputs": list, "stops": list, "frozen": list,
-    "partially_blocked": list, "unaffected": list, "unreachable": list, "totals": dict,
+    "partially_blocked": list, "unaffected": list, "unreachable": list, "constant": list, "totals": dict,
     "no_gradient_nodes": list, "gradient_graph": dict, "costs": dict, "warnings": list, "modes": list,
     "constructs": list,
 }  # fmt: skip
@@ -40,7 +40,7 @@ def test_json_keys_and_types() -> None:
     data = json.loads(analyze(shared_weight(), use_onnxruntime=False).to_json())
     _check(data, TOP)
     assert data["schema_version"] == SCHEMA_VERSION == 1
-    for key in ("frozen", "partially_blocked", "unaffected", "unreachable"):
+    for key in ("frozen", "partially_blocked", "unaffected", "unreachable", "constant"):
         for item in data[key]:
             _check(item, PARAM)
         _check(data["totals"][key], TOTALS)

@@ -9,7 +9,7 @@ import pytest
 from analysis_graphs import frozen_backbone, shared_weight
 from artifact_counts import backward_nodes
 
-from onnx_stopgrad._flow import is_stop_gradient, node_label
+from onnx_stopgrad.graph import is_stop_gradient, node_label
 from onnx_stopgrad.analysis import analyze
 
 pytest.importorskip("onnxruntime.training", reason="needs onnxruntime-training (the .venv runtime)")
@@ -92,7 +92,7 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
 @pytest.mark.parametrize("build", [frozen_backbone, shared_weight])
 def test_static_differentiated_nodes_match_ort(build) -> None:
     """The forward nodes analyze says lose their gradient have no gradient node in ORT's graph."""
-    from onnx_stopgrad._flow import analyze_gradient_flow
+    from onnx_stopgrad.graph import analyze_gradient_flow, element_types
     from onnx_stopgrad.analysis._analyze import _check_targets
     from onnx_stopgrad.analysis._backward import plan_backward
     from onnx_stopgrad.analysis._ort_graph import build_ort_gradient_graph
@@ -105,7 +105,7 @@ def test_static_differentiated_nodes_match_ort(build) -> None:
     labels = [node_label(n, i) for i, n in enumerate(model.graph.node)]
     for cut, params in ((True, flow.trainable), (False, [*flow.trainable, *flow.frozen])):
         ort = build_ort_gradient_graph(model, params, targets, table, cut_stops=cut)
-        static = plan_backward(model.graph, params, targets, table, cut_stops=cut)
+        static = plan_backward(model.graph, params, targets, element_types(model), cut_stops=cut)
         expected = {labels[i] for i in static.nodes if not is_stop_gradient(model.graph.node[i])}
         ort_nodes = {name for name in ort.differentiated if name in labels}
         stop_names = {labels[i] for i, n in enumerate(model.graph.node) if is_stop_gradient(n)}

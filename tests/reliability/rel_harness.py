@@ -192,7 +192,7 @@ def judge(result: RunResult, case: Case, output: Path | None, *,
     """``(violations, notes)`` for one run; ``output`` is where a writing command writes.
 
     A note is a finding that is not a crash: an output written from an input that
-    onnx.checker rejects too (garbage in, garbage out).
+    onnx.checker rejects too, for the same reason (accepted with a warning).
     """
     bad: list[str] = []
     notes: list[str] = []
@@ -230,8 +230,10 @@ def judge(result: RunResult, case: Case, output: Path | None, *,
             problem = _checker_error(output) if onnx_output else ""
             if problem:
                 source_problem = _checker_error(case.model)
-                if source_problem:
+                if source_problem == problem:  # accepted with a warning; no new problem
                     notes.append(f"output fails onnx.checker, as does the input: {problem[:200]}")
+                elif source_problem:
+                    bad.append(f"output fails onnx.checker in a new way: {problem[:200]} (input: {source_problem[:200]})")
                 else:
                     bad.append(f"valid input gave an output onnx.checker rejects: {problem[:200]}")
     stray = [p for p in new if p not in expected_new or p.endswith(".tmp")]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from onnx_stopgrad import DOMAIN, OP_TYPE, insert_stop_gradient, list_stop_gradients, remove_stop_gradient
-from onnx_stopgrad._flow import MAX_DEPTH
+from onnx_stopgrad.graph import MAX_DEPTH
 from onnx_stopgrad.errors import InvalidModelError
 
 from rewrite_cases import make_model

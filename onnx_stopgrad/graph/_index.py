@@ -1,7 +1,9 @@
-"""One pass over a model that finds where watched names are defined and read.
+"""The graph index: one pass over a model that validates it and finds where watched names
+are defined and read.
 
-The rewriter never builds a full producer/consumer index (that costs more than loading
-the model): it walks every graph once and records only the names it was asked about.
+The index never records every producer and reader (that costs more than loading the
+model): it walks every graph once and records only the names it was asked about (and,
+for :meth:`GraphIndex.with_stops`, the StopGradient nodes and their outputs).
 Each :class:`Scope` is one graph (the main graph or a subgraph of an If/Loop/Scan/...
 node) with its place in the tree, so a read can be resolved to the graph that defines
 the name: the innermost enclosing graph that has it as node output, input or initializer.
@@ -15,10 +17,29 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .._flow import node_label, too_deep_error
-from ._checks import ITEM_SIZE, MAX_DEPTH, check_text, invalid, not_utf8_error, tensor_problem, where
+from ._checks import ITEM_SIZE, check_text, invalid, tensor_problem, where
+from ._walk import (
+    MAX_DEPTH,
+    is_stop_gradient,
+    iter_nodes,
+    node_label,
+    not_utf8_error,
+    scope_path,
+    subgraph_attributes,
+    too_deep_error,
+)
 
-__all__ = ["Scope", "Read", "scan", "validate", "iter_scopes", "resolved_reads", "subgraph_attributes"]
+__all__ = [
+    "GraphIndex",
+    "Read",
+    "Scope",
+    "StopSite",
+    "iter_scopes",
+    "resolved_reads",
+    "scan",
+    "subgraph_attributes",
+    "validate",
+]
 
 _GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
@@ -57,12 +78,12 @@ class Read:
 
         A graph output of ``owner`` itself counts as reading after the last node.
         """
-        scope, index = self.scope, self.index
-        if index is None:
-            index = len(scope.graph.node)
+        scope = self.scope
+        index = len(scope.graph.node) if self.index is None else self.index
         while scope is not owner:
-            assert scope.parent is not None and scope.holder_index is not None
-            scope, index = scope.parent, scope.holder_index
+            holder_index = scope.holder_index
+            assert scope.parent is not None and holder_index is not None
+            scope, index = scope.parent, holder_index
         return index
 
     def holder_labels(self, owner: Scope) -> list[str]:
@@ -70,6 +91,7 @@ class Read:
         labels = [self.label]
         scope = self.scope
         while scope is not owner and scope.parent is not None:
+            assert scope.holder_index is not None  # a subgraph's scope always has its holder
             holder = scope.parent.graph.node[scope.holder_index]
             labels.append(node_label(holder, scope.holder_index))
             scope = scope.parent
@@ -107,16 +129,6 @@ class Scope:
 
     def uses(self, name: str) -> bool:
         return name in self.reads or self.defines(name) or name in self.other
-
-
-def subgraph_attributes(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
-    """``(attribute name, graph)`` for every subgraph attribute of ``node``."""
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.name, attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            for i, sub in enumerate(attr.graphs):
-                yield f"{attr.name}[{i}]", sub
 
 
 def scan(model: onnx.ModelProto, watch: Collection[str]) -> Scope:
@@ -304,8 +316,7 @@ def _scan_children(scope: Scope, index: int, node: onnx.NodeProto, watch, outer:
                    depth: int) -> None:
     label = node_label(node, index)
     for attr_name, sub in subgraph_attributes(node):
-        path = f"{scope.path}/{label}:{attr_name}" if scope.path else f"{label}:{attr_name}"
-        child = Scope(sub, path, parent=scope, holder_index=index)
+        child = Scope(sub, scope_path(scope.path, label, attr_name), parent=scope, holder_index=index)
         scope.children.append(child)
         _scan_graph(child, watch, outer, depth + 1)
 
@@ -326,3 +337,48 @@ def resolved_reads(owner: Scope, name: str) -> list[Read]:
             if innermost is owner:
                 found.append(read)
     return found
+
+
+@dataclass(frozen=True)
+class StopSite:
+    """A StopGradient node and the scope (graph) it sits in."""
+
+    scope: Scope
+    index: int
+    node: onnx.NodeProto
+
+    @property
+    def label(self) -> str:
+        return node_label(self.node, self.index)
+
+    def readers(self) -> list[Read]:
+        """Reads of the stop's output that see this stop's definition."""
+        return resolved_reads(self.scope, self.node.output[0]) if self.node.output else []
+
+
+class GraphIndex:
+    """A validated model with the scopes of its graphs and the producers and readers of
+    the names it watches; built once per model by :func:`scan`'s single walk."""
+
+    def __init__(self, model: onnx.ModelProto, watch: Collection[str] = ()) -> None:
+        self.model = model
+        self.root = scan(model, watch)
+
+    @classmethod
+    def with_stops(cls, model: onnx.ModelProto) -> GraphIndex:
+        """An index watching the outputs of every StopGradient (see :meth:`stops`)."""
+        outputs = {out for node, _ in iter_nodes(model.graph) if is_stop_gradient(node) for out in node.output}
+        return cls(model, outputs)
+
+    def scopes(self) -> Iterator[Scope]:
+        """The main graph's scope, then every subgraph's, depth first."""
+        return iter_scopes(self.root)
+
+    def stops(self) -> list[StopSite]:
+        """Every StopGradient node of every graph, in walk order."""
+        return [
+            StopSite(scope, index, node)
+            for scope in self.scopes()
+            for index, node in enumerate(scope.graph.node)
+            if is_stop_gradient(node)
+        ]

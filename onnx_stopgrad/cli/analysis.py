@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import StopGradError
+from ..errors import InvalidOptionError
 from . import main
 from ._options import json_option, model_argument
 
@@ -41,7 +41,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     for value in values:
         name, sep, number = value.partition("=")
         if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
-            raise StopGradError(f"--dim {value!r}: expected NAME=VALUE with a positive integer, e.g. --dim batch=16")
+            raise InvalidOptionError(f"--dim {value!r}: expected NAME=VALUE with a positive integer, e.g. --dim batch=16")
         dims[name.strip()] = int(number)
     return dims
 
@@ -133,9 +133,5 @@ def show_command(
     from ..visual import draw
 
     target = output if output is not None else model.with_suffix(".svg")
-    if target.resolve() == model.resolve():
-        raise StopGradError(f"{target}: this is the input model; choose another -o/--output")
-    report = draw(
-        model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules
-    )
+    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules)
     click.echo(report.summary())

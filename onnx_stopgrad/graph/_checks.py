@@ -1,8 +1,9 @@
 """The structural checks the scan makes on every graph, and their one-line messages.
 
-``onnx.checker.check_model`` costs about as much as loading the model, so the rewriter
-does not call it; the scan in :mod:`._scope` checks the same structure with set lookups
-while it walks the graph (see :func:`._scope.scan`). What it refuses:
+``onnx.checker.check_model`` costs about as much as loading the model, so the scan does
+not call it (the file commands run it once on their input: see
+``onnx_stopgrad.passes._validity``); the scan in :mod:`._index` checks the same structure with set lookups
+while it walks the graph (see :func:`._index.scan`). What it refuses:
 
 * a node input that is not a graph input, initializer, outer-scope name (subgraphs) or
   the output of an earlier node (dangling reads, cycles, unsorted nodes);
@@ -20,24 +21,19 @@ from collections.abc import Iterable
 
 import onnx
 
-from .._flow import MAX_DEPTH, not_utf8_error
+from .._dtypes import ITEM_SIZE, PACKED_BITS
 from ..errors import InvalidModelError
+from ._walk import MAX_DEPTH, not_utf8_error
 
 __all__ = ["ITEM_SIZE", "MAX_DEPTH", "tensor_problem", "invalid", "where", "not_utf8_error", "check_text"]
 
 _FIX = "fix or re-export the model (onnx.checker.check_model lists its problems)"
 
 _T = onnx.TensorProto
-#: Bytes per element of the fixed-size types that may be stored in raw_data.
-ITEM_SIZE = {
-    _T.FLOAT: 4, _T.UINT8: 1, _T.INT8: 1, _T.UINT16: 2, _T.INT16: 2, _T.INT32: 4, _T.INT64: 8,
-    _T.BOOL: 1, _T.FLOAT16: 2, _T.DOUBLE: 8, _T.UINT32: 4, _T.UINT64: 8, _T.COMPLEX64: 8,
-    _T.COMPLEX128: 16, _T.BFLOAT16: 2, _T.FLOAT8E4M3FN: 1, _T.FLOAT8E4M3FNUZ: 1,
-    _T.FLOAT8E5M2: 1, _T.FLOAT8E5M2FNUZ: 1,
-}
-_HALF_BYTE = frozenset({_T.UINT4, _T.INT4, _T.FLOAT4E2M1})
+#: Int4-like types, stored two to an int32 in the typed field.
+_HALF_BYTE = frozenset(t for t, bits in PACKED_BITS.items() if bits == 4)
 #: Typed field holding the values of each type, and how many values one element takes.
-_FIELD = {
+_FIELD: dict[int, tuple[str, int]] = {
     _T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2), _T.DOUBLE: ("double_data", 1),
     _T.COMPLEX128: ("double_data", 2), _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
     _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1),
@@ -84,7 +80,8 @@ def tensor_problem(tensor: onnx.TensorProto) -> str | None:
         if dtype == _T.STRING:
             return "stores strings in raw_data"
         size = ITEM_SIZE.get(dtype)
-        need = count * size if size is not None else (count + 1) // 2 if dtype in _HALF_BYTE else 0
+        bits = PACKED_BITS.get(dtype, 0)
+        need = count * size if size is not None else (count * bits + 7) // 8
         if len(raw) < need:
             return f"has {len(raw)} bytes of raw_data; its shape and type need {need}"
         return None
