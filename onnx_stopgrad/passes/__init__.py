@@ -12,6 +12,7 @@ from ..graph import validate as validate_model
 from ._select import closest_names, node_names, select_tensors, tensor_names
 from .family_reports import ScaleReport, StraightThroughReport
 from ._files import rewrite_file
+from ._model import ModelInput, read_model
 from .insert import insert_in_place, insert_stop_gradient
 from .listing import list_stop_gradients
 from .remove import remove_in_place, remove_stop_gradient
@@ -29,6 +30,8 @@ from .reports import (
 )
 
 __all__ = [
+    "ModelInput",
+    "read_model",
     "insert_stop_gradient",
     "remove_stop_gradient",
     "list_stop_gradients",

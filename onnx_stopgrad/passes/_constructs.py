@@ -28,7 +28,15 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..graph import FLOAT_TYPES, is_stop_gradient, iter_nodes, node_label, node_reads, not_utf8_error
+from ..graph import (
+    FLOAT_TYPES,
+    is_stop_gradient,
+    iter_nodes,
+    node_label,
+    node_reads,
+    not_utf8_error,
+    subgraphs,
+)
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError
 from .reports import ConstructInfo
@@ -366,7 +374,7 @@ def take_out(
                 if name == construct.output:
                     node.input[slot] = construct.original
                     touched = True
-            for _, sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 touched |= _rename_free(sub, construct.output, construct.original)
             if touched:
                 labels.append(node_label(node, index))
@@ -387,15 +395,6 @@ def take_out(
     return done
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterable[tuple[str, onnx.GraphProto]]:
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.name, attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            for sub in attr.graphs:
-                yield attr.name, sub
-
-
 def _rename_free(graph: onnx.GraphProto, old: str, new: str) -> bool:
     """Rename reads of the outer tensor ``old`` inside ``graph`` (unless it defines its own)."""
     if any(v.name == old for v in graph.input) or any(t.name == old for t in graph.initializer):
@@ -406,7 +405,7 @@ def _rename_free(graph: onnx.GraphProto, old: str, new: str) -> bool:
             if name == old:
                 node.input[slot] = new
                 touched = True
-        for _, sub in _subgraphs(node):
+        for sub in subgraphs(node):
             touched |= _rename_free(sub, old, new)
         if old in node.output:
             return touched

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .reports import ConstructInfo, Insertion, _json_ready
+from .._reports import json_ready
+from .reports import ConstructInfo, Insertion
 
 __all__ = ["ScaleReport", "StraightThroughReport"]
 
@@ -30,7 +31,7 @@ class ScaleReport:
         return self.construct is not None or self.stop is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modified": self.modified, **_json_ready(asdict(self))}
+        return {"modified": self.modified, **json_ready(asdict(self))}
 
     def summary(self) -> str:
         if self.construct is not None:
@@ -59,7 +60,7 @@ class StraightThroughReport:
         return self.construct is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modified": self.modified, **_json_ready(asdict(self))}
+        return {"modified": self.modified, **json_ready(asdict(self))}
 
     def summary(self) -> str:
         span = " .. ".join(self.nodes)

@@ -114,7 +114,10 @@ def insert_in_place(
             raise TensorNotFoundError(_unknown_tensor_message(model, target))
         for owner in owners:
             outcome = _stop(owner, target, wanted.get(target), names, plan, model)
-            (inserted if isinstance(outcome, Insertion) else skipped).append(outcome)
+            if isinstance(outcome, Insertion):
+                inserted.append(outcome)
+            else:
+                skipped.append(outcome)
     plan.apply()
     opset_added = bool(plan) and _ensure_opset(model)
     return InsertReport(tuple(inserted), tuple(skipped), opset_added)
@@ -147,9 +150,9 @@ def _stop(
     first_reader = min(r.top_index(owner) for r in open_reads)
     reusable = [s for s in stops if s.scope is owner and s.index is not None and s.index < first_reader]
     if reusable:
-        stop_node = reusable[0].node
-        assert stop_node is not None
-        node_name, output, reused = node_label(stop_node, reusable[0].index), stop_node.output[0], True
+        stop_node, stop_index = reusable[0].node, reusable[0].index
+        assert stop_node is not None and stop_index is not None
+        node_name, output, reused = node_label(stop_node, stop_index), stop_node.output[0], True
     else:
         output, node_name = names.allocate(target)
         reused = False

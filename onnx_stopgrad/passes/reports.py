@@ -66,9 +66,9 @@ class InsertReport:
             verb = "reused" if item.reused else "inserted"
             readers = ", ".join(item.consumers)
             lines.append(f"{verb} {item.node}{where}: {item.tensor} -> {item.output} (read by {readers})")
-        for item in self.skipped:
-            where = f" in {item.graph}" if item.graph else ""
-            lines.append(f"unchanged {item.tensor}{where}: {item.reason}")
+        for skip in self.skipped:
+            where = f" in {skip.graph}" if skip.graph else ""
+            lines.append(f"unchanged {skip.tensor}{where}: {skip.reason}")
         if not self.inserted:
             lines.append("nothing to do: the model is unchanged")
         return "\n".join(lines)

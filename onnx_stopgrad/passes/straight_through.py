@@ -16,11 +16,10 @@ from typing import Any
 
 import onnx
 
-from ..graph import iter_nodes, node_label
+from ..graph import iter_nodes, node_label, subgraphs, validate
 from ..errors import ConstructError, TensorNotFoundError
 from . import _constructs as family
 from ._model import ModelInput, open_model
-from ..graph import validate
 from ._select import node_names, not_found_message
 from .family_reports import StraightThroughReport
 
@@ -158,7 +157,7 @@ def _constants(graph: onnx.GraphProto) -> set[str]:
         if (
             plain
             and all(name in names for name in inputs)
-            and not any(a.g.node or a.graphs for a in node.attribute)
+            and not any(subgraphs(node))
         ):
             names.update(name for name in node.output if name)
     return names
@@ -199,7 +198,7 @@ def _check_single_input(model: onnx.ModelProto, chain: list[int], x: str) -> Non
                 f"node {node_label(node, index)!r} ({node.op_type}) is not elementwise; straight-through "
                 "works on single-input, same-shape nodes (Round, Sign, Floor, Ceil, Clip, a fake-quantize chain)"
             )
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if any(subgraphs(node)):
             raise ConstructError(
                 f"node {node_label(node, index)!r} has a subgraph; straight-through needs plain nodes"
             )

@@ -18,7 +18,8 @@ from ._export import export_for_inference
 from ._fixups import apply_fixups
 from ._load import load
 from ._loop import fit, read_npz
-from ._modes import BATCHNORM_MODES, DROPOUT_MODES, NodeMode
+from ._modes import BATCHNORM_MODES, DROPOUT_MODES, NodeMode, mode_lines, plan_modes
+from ._ort import ort_artifacts
 from ._running import RunningStatistics
 
 __all__ = [
@@ -37,5 +38,8 @@ __all__ = [
     "BATCHNORM_MODES",
     "DROPOUT_MODES",
     "NodeMode",
+    "mode_lines",
+    "plan_modes",
+    "ort_artifacts",
     "RunningStatistics",
 ]

@@ -29,7 +29,7 @@ from ._export import OUTPUTS_METADATA_KEY
 from .._ort119 import cap_ir_version
 from ._fixups import apply_fixups
 from ._losses import prepare_loss
-from ._mode_plan import mode_adjustments, prepare_modes
+from ._mode_plan import mode_adjustments, prepare_modes, refuse_training_statistics
 from ._mode_rewrite import ModeRewrite
 from ._modes import NodeMode
 from ._params import ParameterPlan, plan_parameters
@@ -138,6 +138,7 @@ def generate_artifacts(
     loss = prepare_loss(loss, proto, loss_input_names)
     graph_outputs = [o.name for o in proto.graph.output]
     targets = list(loss_input_names or graph_outputs)
+    refuse_training_statistics(proto, requires_grad)
     plan = plan_parameters(proto, requires_grad, frozen_params, targets)
     modes, plan, rewrite = prepare_modes(proto, plan, targets, batchnorm, dropout)
     adjustments.extend(mode_adjustments(rewrite))

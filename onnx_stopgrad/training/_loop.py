@@ -126,7 +126,7 @@ def fit(
     specs = training_inputs(module, eval_path)
     data = _check_data(data, specs)
     check_label_values(data, label_classes(onnx.load(str(eval_path), load_external_data=False)))
-    fixed = {s.fixed_batch for s in specs} - {None}
+    fixed = {s.fixed_batch for s in specs if s.fixed_batch is not None}
     if batch_size is None:
         batch_size = fixed.pop() if len(fixed) == 1 else 32
     elif fixed and fixed != {batch_size}:

@@ -12,7 +12,7 @@ from ._mode_rewrite import ModeRewrite, apply_modes
 from ._modes import NodeMode, plan_modes, running_statistics
 from ._params import ParameterPlan
 
-__all__ = ["mode_adjustments", "prepare_modes"]
+__all__ = ["mode_adjustments", "prepare_modes", "refuse_training_statistics"]
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,6 @@ def prepare_modes(
     """Decide every node's mode, rewrite ``model`` in place, and make the running
     statistics frozen parameters (never trained; in the checkpoint, so they can update)."""
     stats = running_statistics(model)
-    trained = [name for name in stats if name in plan.trainable]
-    if trained and not plan.derived:
-        raise TrainingError(
-            f"{trained[0]!r} is a BatchNormalization running statistic: it is never trained; "
-            "remove it from requires_grad"
-        )
     modes = plan_modes(model, plan.trainable, targets, batchnorm, dropout)
     rewrite = apply_modes(model, modes)
     if stats:
@@ -39,6 +33,17 @@ def prepare_modes(
             tuple(p for p in plan.constants if p not in stats),
         )
     return modes, plan, rewrite
+
+
+def refuse_training_statistics(model: onnx.ModelProto, requires_grad: Sequence[str] | None) -> None:
+    """A BatchNormalization running statistic listed in ``requires_grad`` is one error line."""
+    listed = set(requires_grad or ())
+    trained = [name for name in running_statistics(model) if name in listed]
+    if trained:
+        raise TrainingError(
+            f"{trained[0]!r} is a BatchNormalization running statistic: it is never trained; "
+            "remove it from requires_grad"
+        )
 
 
 def mode_adjustments(rewrite: ModeRewrite) -> list[str]:

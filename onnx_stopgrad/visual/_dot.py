@@ -190,9 +190,10 @@ def _edges(nodes, producer, grouping: Grouping, edges: Sequence[tuple[int, int]]
             if is_stop_gradient(nodes[a]):
                 from_stop.add(key)
     lines = []
-    for (a, b), count in counts.items():
-        style = {"color": COLORS["stop"], "style": "dashed", "penwidth": 1.5} if (a, b) in from_stop else {}
-        lines.append(f"  {_q(a)} -> {_q(b)} {_attrs(label=count if count > 1 else None, **style)};")
+    for (source, sink), count in counts.items():
+        dashed = (source, sink) in from_stop
+        style = {"color": COLORS["stop"], "style": "dashed", "penwidth": 1.5} if dashed else {}
+        lines.append(f"  {_q(source)} -> {_q(sink)} {_attrs(label=count if count > 1 else None, **style)};")
     seen: set[tuple[str, str]] = set()
     for j, node in enumerate(nodes):
         for name in node.input:

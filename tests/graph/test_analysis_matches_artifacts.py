@@ -143,15 +143,11 @@ def test_analyze_agrees_with_the_artifacts(model: onnx.ModelProto) -> None:
     params = [t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT]
     with tempfile.TemporaryDirectory() as scratch:
         if model.doc_string == "stop in body":
-            with pytest.raises(TrainingError, match="inside the subgraph|nothing to train"):
+            with pytest.raises(TrainingError, match="inside the subgraph"):
                 generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
             return
         if any("cannot differentiate node" in w for w in report.warnings):
             with pytest.raises(TrainingError, match="cannot differentiate node"):
-                generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
-            return
-        if not trainable:
-            with pytest.raises(TrainingError, match="nothing to train"):
                 generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
             return
         built = generate_artifacts(model, loss="mse", artifact_directory=scratch, measure_removed=False)
