@@ -105,15 +105,19 @@ def main() -> None:
     args = parser.parse_args()
 
     weights_mb = LAYERS * (WIDTH * WIDTH + WIDTH) * 4 / 1e6
-    print(f"onnxruntime {ort.__version__}, MLP {LAYERS}x{WIDTH} ({weights_mb:.1f} MB of weights), "
-          f"{args.threads} intra-op thread(s), median of {args.rounds} interleaved calls per variant")
+    print(
+        f"onnxruntime {ort.__version__}, MLP {LAYERS}x{WIDTH} ({weights_mb:.1f} MB of weights), "
+        f"{args.threads} intra-op thread(s), median of {args.rounds} interleaved calls per variant"
+    )
     print("| batch | bare (ms) | identity (ms) | stop (ms) | identity / bare | stop / bare |")
     print("|---|---|---|---|---|---|")
     for batch in args.batch:
         median = measure(batch, args.rounds, args.threads)
         bare = median["bare"]
-        print(f"| {batch} | {bare * 1e3:.3f} | {median['identity'] * 1e3:.3f} | {median['stop'] * 1e3:.3f} "
-              f"| {median['identity'] / bare:.4f} | {median['stop'] / bare:.4f} |")
+        print(
+            f"| {batch} | {bare * 1e3:.3f} | {median['identity'] * 1e3:.3f} | {median['stop'] * 1e3:.3f} "
+            f"| {median['identity'] / bare:.4f} | {median['stop'] / bare:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -116,7 +116,9 @@ def main() -> None:
         model, targets = generate(args.nodes)
         onnx.save(model, source)
         del model
-        print(f"model: {args.nodes} nodes, {source.stat().st_size / 1e6:.1f} MB; inserting at {len(targets)} tensors")
+        print(
+            f"model: {args.nodes} nodes, {source.stat().st_size / 1e6:.1f} MB; inserting at {len(targets)} tensors"
+        )
 
         def baseline() -> None:
             onnx.save(onnx.load(str(source)), str(Path(tmp) / "baseline.onnx"))
@@ -148,7 +150,11 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for name in results:
         print(f"| {labels[name]} | {wall[name]:.3f} | {cpu[name]:.3f} | {peaks[name] / 2**20:.0f} |")
-    ratios = [wall["insert"] / wall["baseline"], cpu["insert"] / cpu["baseline"], peaks["insert"] / max(peaks["baseline"], 1)]
+    ratios = [
+        wall["insert"] / wall["baseline"],
+        cpu["insert"] / cpu["baseline"],
+        peaks["insert"] / max(peaks["baseline"], 1),
+    ]
     print("| **ratio** (goal <= 1.5x) | " + " | ".join(f"**{r:.2f}x**" for r in ratios) + " |")
     print("\nCPU time is the steadier figure on a shared machine; wall time includes save_model's fsync.")
     print("\nlast insert run: " + ", ".join(f"{k} {v:.3f} s" for k, v in steps.items()))

@@ -60,9 +60,7 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None]:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(
-            f"{path}: not a readable ONNX model ({reason}); is the file complete?"
-        ) from exc
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({reason}); is the file complete?") from exc
     if not proto.HasField("graph") or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph or no opset_import)")
     directory = path.resolve().parent
@@ -88,7 +86,9 @@ def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path
     for key in ("offset", "length"):
         text = entries.get(key)
         if text is not None and not (isinstance(text, str) and text.isascii() and text.isdigit()):
-            raise ModelLoadError(f"{where} has external data {key} {text!r}, not a byte count; is the file corrupt?")
+            raise ModelLoadError(
+                f"{where} has external data {key} {text!r}, not a byte count; is the file corrupt?"
+            )
         extent[key] = int(text) if text is not None else None
     location = entries.get("location")
     if not location:
@@ -106,8 +106,10 @@ def _check_external_extent(directory: Path, tensor: onnx.TensorProto, model_path
     offset, length = extent["offset"] or 0, extent["length"]
     needed = _tensor_nbytes(tensor)
     available = size - offset
-    if available < 0 or (length is not None and length > available) or (
-        needed is not None and (length if length is not None else available) < needed
+    if (
+        available < 0
+        or (length is not None and length > available)
+        or (needed is not None and (length if length is not None else available) < needed)
     ):
         raise ModelLoadError(
             f"{where}: its external data ({location!r}, offset {offset}, length {length}) lies "
@@ -128,8 +130,7 @@ def _check_inside(directory: Path, location: str, model_path: Path) -> None:
     """
     if not isinstance(location, str):  # protobuf hands back bytes for invalid UTF-8
         raise ModelLoadError(
-            f"{model_path}: external data location {location!r} is not valid UTF-8; "
-            "is the file corrupt?"
+            f"{model_path}: external data location {location!r} is not valid UTF-8; is the file corrupt?"
         )
     try:
         target = (directory / location).resolve()
@@ -186,7 +187,9 @@ def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     protected = {Path(p).resolve() for p in inputs}
     for output in outputs:
         if Path(output).resolve() in protected:
-            raise OutputIsInputError(f"{output}: would overwrite an input of this command; choose another output")
+            raise OutputIsInputError(
+                f"{output}: would overwrite an input of this command; choose another output"
+            )
 
 
 def default_output_path(path: str | os.PathLike[str], tag: str = "stopgrad") -> Path:

@@ -6,7 +6,7 @@ The C++ library defines the same names in ``custom_ops/src/names.h``;
 
 from __future__ import annotations
 
-__all__ = ["DOMAIN", "OP_TYPE", "OPSET_VERSION", "MIN_ORT_VERSION", "QUALIFIED_OP"]
+__all__ = ["DOMAIN", "MIN_ORT_VERSION", "OPSET_VERSION", "OP_TYPE", "QUALIFIED_OP"]
 
 #: Custom ONNX domain of the StopGradient op.
 DOMAIN: str = "onnx_stopgrad"

@@ -169,15 +169,19 @@ def _detach_(self: torch.Tensor) -> torch.Tensor:
 
 
 def _patch() -> None:
-    setattr(torch.Tensor, "detach", _detach)
-    setattr(torch.Tensor, "detach_", _detach_)
-    setattr(torch, "detach", _torch_detach)
+    _set(_detach, _detach_, _torch_detach)
 
 
 def _unpatch() -> None:
-    setattr(torch.Tensor, "detach", _ORIGINAL_DETACH)
-    setattr(torch.Tensor, "detach_", _ORIGINAL_DETACH_)
-    setattr(torch, "detach", _ORIGINAL_TORCH_DETACH)
+    _set(_ORIGINAL_DETACH, _ORIGINAL_DETACH_, _ORIGINAL_TORCH_DETACH)
+
+
+def _set(detach: Any, detach_: Any, torch_detach: Any) -> None:
+    """Install the three ``detach`` entry points (typed Any: torch's stubs fix their types)."""
+    tensor: Any = torch.Tensor
+    tensor.detach, tensor.detach_ = detach, detach_
+    module: Any = torch
+    module.detach = torch_detach
 
 
 @contextlib.contextmanager

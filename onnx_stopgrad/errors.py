@@ -9,17 +9,17 @@ itself: each kind of user error has its own class.
 from __future__ import annotations
 
 __all__ = [
-    "StopGradError",
+    "ConstructError",
+    "ExportError",
+    "InvalidModelError",
+    "InvalidOptionError",
+    "LibraryError",
     "ModelLoadError",
     "ModelSaveError",
-    "TensorNotFoundError",
-    "InvalidModelError",
-    "LibraryError",
-    "TrainingError",
-    "ConstructError",
-    "InvalidOptionError",
     "OutputIsInputError",
-    "ExportError",
+    "StopGradError",
+    "TensorNotFoundError",
+    "TrainingError",
 ]
 
 

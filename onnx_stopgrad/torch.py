@@ -40,19 +40,19 @@ except ImportError as _exc:
 from . import _io
 from ._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ._ort119 import MAX_IR_VERSION, cap_ir_version
-from ._torch_family import expand_placeholders, gradient_scale, straight_through
 from ._reports import ReportFields
 from ._torch_detach import DetachLog, keep_detach, translation_table
+from ._torch_family import expand_placeholders, gradient_scale, straight_through
 from .errors import ExportError, InvalidModelError, ModelSaveError
 
 __all__ = [
-    "export",
-    "keep_detach",
-    "translation_table",
     "DetachLog",
     "ExportReport",
+    "export",
     "gradient_scale",
+    "keep_detach",
     "straight_through",
+    "translation_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,7 @@ def export(
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=directory))
     except OSError as exc:
-        raise ModelSaveError(
-            f"{path}: cannot write here ({exc.strerror}); choose another output"
-        ) from exc
+        raise ModelSaveError(f"{path}: cannot write here ({exc.strerror}); choose another output") from exc
     try:
         staged = staging / path.name
         with keep_detach(module) as record:

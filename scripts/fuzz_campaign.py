@@ -49,7 +49,9 @@ def _code_stamp() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to fuzz [5]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", type=int, default=0, help="stop after this many cases (0: time only)")
@@ -57,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mem-mb", type=int, default=1024, help="address space a case may add [1024]")
     parser.add_argument("--keep-failures", type=Path, default=None, help="copy failing cases here")
     parser.add_argument("--verbose", action="store_true", help="print every failure and note")
-    parser.add_argument("--artifacts", action="store_true",
-                        help="also run 'artifacts' (ONNX Runtime training; ~1 s a case)")
+    parser.add_argument(
+        "--artifacts", action="store_true", help="also run 'artifacts' (ONNX Runtime training; ~1 s a case)"
+    )
     args = parser.parse_args(argv)
 
     reason = cli_ready()
@@ -86,12 +89,22 @@ def main(argv: list[str] | None = None) -> int:
             entry = rng.choice(corpus)
             structured = index % 2 == 0
             label, result, bad, notes = fuzz_one(
-                server, root, f"c{index}", seeds[entry.name], entry.targets, RandomDraw(rng),
-                structured=structured, timeout=args.timeout, mem_mb=args.mem_mb, kinds=kinds,
+                server,
+                root,
+                f"c{index}",
+                seeds[entry.name],
+                entry.targets,
+                RandomDraw(rng),
+                structured=structured,
+                timeout=args.timeout,
+                mem_mb=args.mem_mb,
+                kinds=kinds,
             )
             tallies["structure" if structured else "bytes"].add(label, result, bad, notes)
             mutations.update(label.split()[1].split("+"))
-            commands[(label.split()[2], "ok" if result.rc == 0 and not bad else "error" if not bad else "crash")] += 1
+            commands[
+                (label.split()[2], "ok" if result.rc == 0 and not bad else "error" if not bad else "crash")
+            ] += 1
             if bad:
                 print(f"FAIL {entry.name}: {label}: {bad}", flush=True)
                 if args.keep_failures:
@@ -109,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             setattr(total, name, getattr(total, name) + getattr(tally, name))
         total.max_seconds = max(total.max_seconds, tally.max_seconds)
         total.max_rss_kb = max(total.max_rss_kb, tally.max_rss_kb)
-    print(f"fuzz campaign: {args.minutes:g} min, seed {args.seed}, {len(corpus)} seed models, "
-          f"fork server restarted {restarts} time(s) for changed sources")
+    print(
+        f"fuzz campaign: {args.minutes:g} min, seed {args.seed}, {len(corpus)} seed models, "
+        f"fork server restarted {restarts} time(s) for changed sources"
+    )
     for name, tally in tallies.items():
         print(f"  {name:9s}: {tally.summary()}")
     print(f"  total    : {total.summary()}")

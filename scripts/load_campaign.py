@@ -31,12 +31,12 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import onnxruntime as ort  # noqa: E402
+import onnxruntime as ort
 
-from onnx_stopgrad import session_options  # noqa: E402
-from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION  # noqa: E402
+from onnx_stopgrad import session_options
+from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION
 
-__all__ = ["threaded_runs", "session_cycles", "main"]
+__all__ = ["main", "session_cycles", "threaded_runs"]
 
 _SHAPES = [(1,), (0,), (), (3, 5), (64, 64), (2, 3, 4), (1000,), (16, 0, 2)]
 
@@ -44,13 +44,17 @@ _SHAPES = [(1,), (0,), (), (3, 5), (64, 64), (2, 3, 4), (1000,), (16, 0, 2)]
 def _model() -> bytes:
     """x -> StopGradient -> StopGradient -> y: one aliased stop and one that is a graph output."""
     graph = helper.make_graph(
-        [helper.make_node(OP_TYPE, ["x"], ["s"], domain=DOMAIN, name="sg_inner"),
-         helper.make_node(OP_TYPE, ["s"], ["y"], domain=DOMAIN, name="sg_out")],
-        "load", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [
+            helper.make_node(OP_TYPE, ["x"], ["s"], domain=DOMAIN, name="sg_inner"),
+            helper.make_node(OP_TYPE, ["s"], ["y"], domain=DOMAIN, name="sg_out"),
+        ],
+        "load",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)]
+    )
     model.ir_version = 10
     return model.SerializeToString()
 
@@ -126,22 +130,37 @@ def session_cycles(cycles: int = 1_000, fresh_options: bool = False) -> dict:
             rss_warm = _rss_mb()
     gc.collect()
     rss_end = _rss_mb()
-    return {"cycles": cycles, "fresh_options": fresh_options, "mismatches": mismatches, "seconds": time.perf_counter() - started,
-            "rss_warm_mb": rss_warm, "rss_end_mb": rss_end,
-            "rss_growth_after_warmup_mb": rss_end - rss_warm,
-            "kb_per_cycle_after_warmup": (rss_end - rss_warm) * 1024 / max(cycles - warm_at, 1)}
+    return {
+        "cycles": cycles,
+        "fresh_options": fresh_options,
+        "mismatches": mismatches,
+        "seconds": time.perf_counter() - started,
+        "rss_warm_mb": rss_warm,
+        "rss_end_mb": rss_end,
+        "rss_growth_after_warmup_mb": rss_end - rss_warm,
+        "kb_per_cycle_after_warmup": (rss_end - rss_warm) * 1024 / max(cycles - warm_at, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--cycles", type=int, default=1_000)
-    parser.add_argument("--fresh-options", action="store_true",
-                        help="register the library on new SessionOptions for every session")
+    parser.add_argument(
+        "--fresh-options",
+        action="store_true",
+        help="register the library on new SessionOptions for every session",
+    )
     parser.add_argument("--max-growth-mb", type=float, default=20.0)
-    parser.add_argument("--library", type=Path, default=None,
-                        help="use this build of libonnx_stopgrad.so (e.g. to check a fix)")
+    parser.add_argument(
+        "--library",
+        type=Path,
+        default=None,
+        help="use this build of libonnx_stopgrad.so (e.g. to check a fix)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.library is not None:
@@ -165,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for part in ("threaded", "sessions"):
         result = figures.get(part)
-        if result and (result["mismatches"] or result.get("errors") or
-                       result["rss_growth_after_warmup_mb"] > args.max_growth_mb):
+        if result and (
+            result["mismatches"]
+            or result.get("errors")
+            or result["rss_growth_after_warmup_mb"] > args.max_growth_mb
+        ):
             failed = True
     return 1 if failed else 0
 

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_stopgrad.graph import analyze_gradient_flow
 from onnx_stopgrad._names import DOMAIN, OP_TYPE
+from onnx_stopgrad.graph import analyze_gradient_flow
 
 torch = pytest.importorskip("torch")
 
@@ -73,9 +73,7 @@ def test_matches_torch_autograd(seed: int) -> None:
 
     expect_trainable = {p for p, g in with_stops.items() if g is not None}
     expect_frozen = {p for p, g in with_stops.items() if g is None and without[p] is not None}
-    expect_partial = {
-        p for p in expect_trainable if not torch.allclose(with_stops[p], without[p])
-    }
+    expect_partial = {p for p in expect_trainable if not torch.allclose(with_stops[p], without[p])}
     assert set(flow.trainable) == expect_trainable
     assert set(flow.frozen) == expect_frozen
     assert set(flow.partially_blocked) == expect_partial

@@ -143,7 +143,9 @@ def test_failed_rename_removes_the_temporary_file(tmp_path: Path) -> None:
     [("length", str(2**40)), ("length", "-5"), ("offset", "abc"), ("offset", str(2**62)),
      ("location", "missing.bin"), ("location", "x" * 5000), ("length", "8")],
 )  # fmt: skip
-def test_external_data_extent_that_cannot_hold_the_tensor_is_refused(tmp_path: Path, key: str, value: str) -> None:
+def test_external_data_extent_that_cannot_hold_the_tensor_is_refused(
+    tmp_path: Path, key: str, value: str
+) -> None:
     """Offsets/lengths past the end, non-numbers, missing or unusable files: one clear error."""
     _save_external(_model(np.ones(64, np.float32)), tmp_path / "m.onnx")
     model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)

@@ -20,7 +20,7 @@ from ._report import (
 )
 
 __all__ = [
-    "analyze",
+    "SCHEMA_VERSION",
     "AnalysisReport",
     "CostEstimate",
     "GradientGraphSize",
@@ -29,5 +29,5 @@ __all__ = [
     "ParameterInfo",
     "ParameterTotals",
     "StopInfo",
-    "SCHEMA_VERSION",
+    "analyze",
 ]

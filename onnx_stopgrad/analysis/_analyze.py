@@ -66,7 +66,9 @@ def analyze(
     proto, _ = load_model(model)
     validate_model(proto)
     label = "<ModelProto>" if isinstance(model, onnx.ModelProto) else str(model)
-    existing = {(site.path, site.label) for site in iter_node_sites(proto.graph) if is_stop_gradient(site.node)}
+    existing = {
+        (site.path, site.label) for site in iter_node_sites(proto.graph) if is_stop_gradient(site.node)
+    }
     if at or modules:
         proto, _report = insert_stop_gradient(proto, list(at), module=list(modules))
     graph = proto.graph
@@ -157,7 +159,11 @@ def _check_targets(graph: onnx.GraphProto, loss_outputs: Sequence[str] | None) -
     for name in loss_outputs:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; run `onnx-stopgrad show` to see the graph"
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else "; run `onnx-stopgrad show` to see the graph"
+            )
             raise TensorNotFoundError(f"loss output {name!r} is not a tensor of the graph{hint}")
     return list(dict.fromkeys(loss_outputs))
 
@@ -230,10 +236,16 @@ def _ort_graphs(proto, flow, targets, table, use_onnxruntime):
         return None, None, version, f"{exc}; counts are static", blocked
     except Exception as exc:  # ORT raises plain RuntimeError/Fail for models it refuses
         log.info("onnxruntime could not build the gradient graph: %s", exc)
-        return None, None, version, (
-            f"onnxruntime {version} could not build the training graph ({ort_error_message(exc)}); "
-            "counts are static"
-        ), ()
+        return (
+            None,
+            None,
+            version,
+            (
+                f"onnxruntime {version} could not build the training graph ({ort_error_message(exc)}); "
+                "counts are static"
+            ),
+            (),
+        )
     return with_, without, version, None, ()
 
 
@@ -247,7 +259,11 @@ def _graph_size(
 ) -> GradientGraphSize:
     static = (len(with_.nodes), len(without.nodes))
     if ort_with is not None and ort_without is not None:
-        counts, source, unit = (ort_with.gradient_nodes, ort_without.gradient_nodes), "onnxruntime", "gradient nodes"
+        counts, source, unit = (
+            (ort_with.gradient_nodes, ort_without.gradient_nodes),
+            "onnxruntime",
+            "gradient nodes",
+        )
     else:
         counts, source, unit = static, "static", "forward nodes with a gradient"
     return GradientGraphSize(
@@ -274,7 +290,11 @@ def _costs(graph, table, params, without, with_, ort_with, ort_without) -> CostE
         return kept
 
     if ort_with is not None and ort_without is not None:
-        kept_with, kept_without, source = set(ort_with.kept_activations), set(ort_without.kept_activations), "onnxruntime"
+        kept_with, kept_without, source = (
+            set(ort_with.kept_activations),
+            set(ort_without.kept_activations),
+            "onnxruntime",
+        )
     else:
         kept_with, kept_without, source = static_kept(with_), static_kept(without), "static"
     unknown = {n for n in kept_with | kept_without if table.nbytes(n) is None}
@@ -329,5 +349,7 @@ def _warnings(
         )
     if flow.frozen and not flow.trainable:
         how = "stops or inputs ONNX Runtime does not differentiate" if flow.constant else "stops"
-        warnings.append(f"no trainable parameter remains: every parameter reaches the loss only through {how}")
+        warnings.append(
+            f"no trainable parameter remains: every parameter reaches the loss only through {how}"
+        )
     return warnings

@@ -30,7 +30,11 @@ class BackwardPlan:
 
 def _gradient_reads(node: onnx.NodeProto, types: Mapping[str, int], cut_stops: bool) -> list[str]:
     if is_stop_gradient(node):
-        return [] if cut_stops or not node.input or not carries_gradient(node.input[0], types) else [node.input[0]]
+        return (
+            []
+            if cut_stops or not node.input or not carries_gradient(node.input[0], types)
+            else [node.input[0]]
+        )
     reads = differentiable_inputs(node, types)
     for sub in subgraphs(node):
         reads.extend(name for name in free_names(sub) if carries_gradient(name, types))

@@ -22,7 +22,7 @@ import onnx
 
 from ._shapes import ShapeTable
 
-__all__ = ["forward_flops", "kept_for_backward", "COST_ASSUMPTIONS"]
+__all__ = ["COST_ASSUMPTIONS", "forward_flops", "kept_for_backward"]
 
 COST_ASSUMPTIONS: tuple[str, ...] = (
     "forward FLOPs: MatMul/Gemm 2*M*N*K, Conv 2*out_elements*(C_in/group)*kernel_size, "
@@ -35,10 +35,34 @@ COST_ASSUMPTIONS: tuple[str, ...] = (
 
 _DATA_MOVEMENT = frozenset(
     {
-        "Reshape", "Transpose", "Gather", "GatherElements", "GatherND", "Slice", "Concat",
-        "Split", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Cast",
-        "CastLike", "Expand", "Tile", "Pad", "Constant", "ConstantOfShape", "Dropout",
-        "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements", "Range", "Where",
+        "Reshape",
+        "Transpose",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Slice",
+        "Concat",
+        "Split",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Identity",
+        "Shape",
+        "Size",
+        "Cast",
+        "CastLike",
+        "Expand",
+        "Tile",
+        "Pad",
+        "Constant",
+        "ConstantOfShape",
+        "Dropout",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "ScatterND",
+        "ScatterElements",
+        "Range",
+        "Where",
         "StopGradient",
     }
 )
@@ -46,14 +70,30 @@ _DATA_MOVEMENT = frozenset(
 # Ops whose gradient needs no activation (only shapes) or only the node's output.
 _NEEDS_NOTHING = frozenset(
     {
-        "Add", "Sub", "Neg", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze",
-        "Unsqueeze", "Concat", "Split", "Slice", "Expand", "ReduceSum", "ReduceMean", "Cast",
-        "Gather", "Dropout", "Pad", "Tile", "StopGradient",
+        "Add",
+        "Sub",
+        "Neg",
+        "Identity",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Concat",
+        "Split",
+        "Slice",
+        "Expand",
+        "ReduceSum",
+        "ReduceMean",
+        "Cast",
+        "Gather",
+        "Dropout",
+        "Pad",
+        "Tile",
+        "StopGradient",
     }
 )
-_NEEDS_OUTPUT = frozenset(
-    {"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Sqrt", "LeakyRelu"}
-)
+_NEEDS_OUTPUT = frozenset({"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Exp", "Sqrt", "LeakyRelu"})
 
 
 def _elements(shape: tuple[int, ...] | None) -> int:
@@ -80,7 +120,12 @@ def forward_flops(node: onnx.NodeProto, table: ShapeTable) -> int:
     out = outputs[0] if outputs else None
     if op in _DATA_MOVEMENT:
         return 0
-    if op in ("MatMul", "MatMulInteger", "FusedMatMul") and len(inputs) >= 2 and inputs[0] and out is not None:
+    if (
+        op in ("MatMul", "MatMulInteger", "FusedMatMul")
+        and len(inputs) >= 2
+        and inputs[0]
+        and out is not None
+    ):
         return 2 * _elements(out) * inputs[0][-1]
     if op == "Gemm" and len(inputs) >= 2 and inputs[0] and out is not None:
         k = inputs[0][0] if _attr(node, "transA", 0) else inputs[0][-1]

@@ -23,12 +23,12 @@ from ..graph import FLOAT_TYPES, element_types, is_stop_gradient, node_reads, no
 from ._shapes import ShapeTable
 
 __all__ = [
+    "LOSS_NAME",
     "OrtGradientGraph",
+    "UndifferentiableGraphError",
+    "build_ort_gradient_graph",
     "ort_error_message",
     "ort_training_version",
-    "build_ort_gradient_graph",
-    "LOSS_NAME",
-    "UndifferentiableGraphError",
 ]
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,14 @@ from ..passes.reports import ConstructInfo
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnalysisReport",
+    "CostEstimate",
+    "GradientGraphSize",
+    "ModeInfo",
+    "NodeRef",
     "ParameterInfo",
     "ParameterTotals",
     "StopInfo",
-    "NodeRef",
-    "ModeInfo",
-    "GradientGraphSize",
-    "CostEstimate",
-    "AnalysisReport",
 ]
 
 #: Bumped when a JSON key is removed or changes meaning (adding keys keeps it).
@@ -206,7 +206,11 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         ("partially_blocked", "partially blocked (some paths stopped, still train)"),
         ("unaffected", "unaffected"),
     ):
-        lines.extend(_param_lines(title, getattr(r, key), r.totals[key], limit if key != "unaffected" else min(limit, 5)))
+        lines.extend(
+            _param_lines(
+                title, getattr(r, key), r.totals[key], limit if key != "unaffected" else min(limit, 5)
+            )
+        )
     if r.constant:
         title = "constant (reach the loss only through inputs ONNX Runtime does not differentiate)"
         lines.extend(_param_lines(title, r.constant, r.totals["constant"], 5))
@@ -214,13 +218,20 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         lines.extend(_param_lines("not reaching the loss at all", r.unreachable, r.totals["unreachable"], 5))
     lines.append("")
     g = r.gradient_graph
-    src = f"onnxruntime {g.onnxruntime_version} training graph" if g.source == "onnxruntime" else "static count"
-    lines.append(f"gradient graph ({src}, {g.unit}): {g.without_stops} without stops -> {g.with_stops} with stops ({g.removed} removed)")
+    src = (
+        f"onnxruntime {g.onnxruntime_version} training graph" if g.source == "onnxruntime" else "static count"
+    )
+    lines.append(
+        f"gradient graph ({src}, {g.unit}): {g.without_stops} without stops -> {g.with_stops} with stops ({g.removed} removed)"
+    )
     if g.fallback_reason:
         lines.append(f"  ({g.fallback_reason})")
     names = ", ".join(n.name for n in r.no_gradient_nodes[:limit])
     more = f", ... ({len(r.no_gradient_nodes) - limit} more)" if len(r.no_gradient_nodes) > limit else ""
-    lines.append(f"forward nodes no longer differentiated: {len(r.no_gradient_nodes)}" + (f": {names}{more}" if names else ""))
+    lines.append(
+        f"forward nodes no longer differentiated: {len(r.no_gradient_nodes)}"
+        + (f": {names}{more}" if names else "")
+    )
     c = r.costs
     lines.append(
         f"backward FLOPs (estimate): {_count(c.backward_flops_without_stops)} -> "
@@ -231,13 +242,21 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         f"{_size(c.activation_bytes_with_stops)} (saves {_size(c.activation_bytes_saved)})"
     )
     dims = ", ".join(f"{k}={v}" for k, v in c.dims.items()) or "none symbolic"
-    default_note = f" ({', '.join(c.dims_defaulted)} not given: assumed 1; set with --dim NAME=VALUE)" if c.dims_defaulted else ""
+    default_note = (
+        f" ({', '.join(c.dims_defaulted)} not given: assumed 1; set with --dim NAME=VALUE)"
+        if c.dims_defaulted
+        else ""
+    )
     lines.append(f"  dims: {dims}{default_note}")
     if c.unknown_intermediate_dims:
-        lines.append(f"  {c.unknown_intermediate_dims} intermediate dimension(s) shape inference left unknown: counted as 1")
+        lines.append(
+            f"  {c.unknown_intermediate_dims} intermediate dimension(s) shape inference left unknown: counted as 1"
+        )
     if c.tensors_of_unknown_size:
         lines.append(f"  {c.tensors_of_unknown_size} tensor(s) of unknown size left out")
-    lines.append("  assumptions: backward = forward FLOPs per input needing a gradient; see docs/analyze-show.md")
+    lines.append(
+        "  assumptions: backward = forward FLOPs per input needing a gradient; see docs/analyze-show.md"
+    )
     if r.modes:
         lines.append("training modes (artifacts defaults; behind the stops always eval):")
         groups: dict[tuple[str, str, str], list[str]] = {}

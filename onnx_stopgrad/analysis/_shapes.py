@@ -16,7 +16,7 @@ import onnx
 
 from ..graph import is_stop_gradient
 
-__all__ = ["TensorInfo", "ShapeTable", "infer_shapes", "UNKNOWN_DIM_VALUE"]
+__all__ = ["UNKNOWN_DIM_VALUE", "ShapeTable", "TensorInfo", "infer_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,12 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
     resolver.inputs_done = True
     try:
         inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+    except (
+        onnx.shape_inference.InferenceError,
+        onnx.checker.ValidationError,
+        RuntimeError,
+        ValueError,
+    ) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("shape inference failed (%s); using the shapes stored in the model", reason)
         inferred = work
@@ -195,8 +200,26 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
 
 
 _SIZE_KEEPING = frozenset(
-    {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Cast",
-     "Relu", "Sigmoid", "Tanh", "Softmax", "Erf", "Neg", "Sqrt", "Exp", "Gelu", "LayerNormalization"}
+    {
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Identity",
+        "Dropout",
+        "Cast",
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+        "Erf",
+        "Neg",
+        "Sqrt",
+        "Exp",
+        "Gelu",
+        "LayerNormalization",
+    }
 )
 
 
@@ -212,4 +235,3 @@ def _propagate_sizes(graph: onnx.GraphProto, tensors: dict[str, TensorInfo]) -> 
         if elements is not None and out is not None and out.shape is None:
             sizes[node.output[0]] = elements
     return sizes
-

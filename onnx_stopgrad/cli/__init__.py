@@ -105,8 +105,10 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 # Command modules register themselves on `main` when imported.
-from . import rewrite  # noqa: E402,F401
-from . import analysis  # noqa: E402,F401
-from . import training  # noqa: E402,F401
-from . import family  # noqa: E402,F401
-from . import points  # noqa: E402,F401
+from . import (
+    analysis,  # noqa: F401
+    family,  # noqa: F401
+    points,  # noqa: F401
+    rewrite,  # noqa: F401
+    training,  # noqa: F401
+)

@@ -23,13 +23,13 @@ from .._io import default_output_path
 from ..errors import OutputIsInputError
 
 __all__ = [
+    "emit",
+    "in_place_option",
+    "json_option",
     "model_argument",
     "output_option",
-    "in_place_option",
-    "strict_option",
-    "json_option",
     "resolve_output",
-    "emit",
+    "strict_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +85,12 @@ def resolve_output(model: Path, output: Path | None, in_place: bool, tag: str = 
 def emit(report: Any, as_json: bool, **extra: Any) -> None:
     """Print a report: its ``summary()`` as text, or ``to_dict()`` (plus ``extra``) as JSON."""
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}}, indent=2))
+        click.echo(
+            json.dumps(
+                {**report.to_dict(), **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}},
+                indent=2,
+            )
+        )
         return
     click.echo(report.summary())
     for key, value in extra.items():

@@ -10,7 +10,7 @@ from ..errors import InvalidOptionError
 from . import main
 from ._options import json_option, model_argument
 
-__all__ = ["analyze_command", "show_command", "parse_dims"]
+__all__ = ["analyze_command", "parse_dims", "show_command"]
 
 _at_option = click.option(
     "--at",
@@ -41,7 +41,9 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     for value in values:
         name, sep, number = value.partition("=")
         if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
-            raise InvalidOptionError(f"--dim {value!r}: expected NAME=VALUE with a positive integer, e.g. --dim batch=16")
+            raise InvalidOptionError(
+                f"--dim {value!r}: expected NAME=VALUE with a positive integer, e.g. --dim batch=16"
+            )
         dims[name.strip()] = int(number)
     return dims
 
@@ -84,7 +86,11 @@ def analyze_command(
     from ..analysis import analyze
 
     report = analyze(
-        model, at=at, modules=modules, loss_outputs=loss_outputs or None, dims=parse_dims(dims),
+        model,
+        at=at,
+        modules=modules,
+        loss_outputs=loss_outputs or None,
+        dims=parse_dims(dims),
         use_onnxruntime=not static,
     )
     if as_json:
@@ -133,5 +139,7 @@ def show_command(
     from ..visual import draw
 
     target = output if output is not None else model.with_suffix(".svg")
-    report = draw(model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules)
+    report = draw(
+        model, target, at=at, loss_outputs=loss_outputs or None, max_nodes=max_nodes, modules=modules
+    )
     click.echo(report.summary())

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 import onnx
 
-from ..passes import InsertReport, insert_in_place, list_stop_gradients, remove_in_place, rewrite_file, select_tensors
+from ..passes import (
+    InsertReport,
+    insert_in_place,
+    list_stop_gradients,
+    remove_in_place,
+    rewrite_file,
+    select_tensors,
+)
 from . import main
 from ._options import (
     emit,
@@ -20,7 +27,7 @@ from ._options import (
     strict_option,
 )
 
-__all__ = ["insert", "remove", "list_command"]
+__all__ = ["insert", "list_command", "remove"]
 
 
 class _PairedOptions(click.Command):
@@ -81,7 +88,9 @@ def _pair_consumers(ctx: click.Context, ats: Sequence[str], consumers: Sequence[
     help="Stop only the edge from the preceding --at into this node (repeatable).",
 )
 @click.option("--match", "globs", multiple=True, metavar="GLOB", help="Stop every tensor whose name matches.")
-@click.option("--regex", "regexes", multiple=True, metavar="RE", help="Stop every tensor whose name contains a match.")
+@click.option(
+    "--regex", "regexes", multiple=True, metavar="RE", help="Stop every tensor whose name contains a match."
+)
 @click.option(
     "--module",
     "modules",
@@ -140,7 +149,10 @@ def insert(
 @main.command(short_help="Take StopGradient nodes out again.")
 @model_argument
 @click.option(
-    "--at", "ats", multiple=True, metavar="NAME",
+    "--at",
+    "ats",
+    multiple=True,
+    metavar="NAME",
     help="Remove only this StopGradient: its node name, input or output (repeatable) [default: all].",
 )
 @click.option("--to-identity", is_flag=True, help="Replace the nodes with Identity instead of rewiring.")
@@ -187,4 +199,3 @@ def list_command(model: Path, as_json: bool) -> None:
       onnx-stopgrad list model.stopgrad.onnx --json | jq '.frozen_parameters'
     """
     emit(list_stop_gradients(model), as_json)
-

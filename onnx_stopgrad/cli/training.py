@@ -13,7 +13,7 @@ from ..training import BATCHNORM_MODES, DROPOUT_MODES, LOSSES, OPTIMIZERS, mode_
 from . import main
 from ._options import json_option, model_argument
 
-__all__ = ["artifacts", "train", "export"]
+__all__ = ["artifacts", "export", "train"]
 
 _SHOWN = 8  # names listed per group before "... and N more"
 
@@ -64,11 +64,17 @@ def _names(names: tuple[str, ...]) -> str:
 )
 @click.option("--prefix", default="", help="Prefix of the artifact file names.")
 @click.option(
-    "--batchnorm", type=click.Choice(BATCHNORM_MODES), default="as-exported", show_default=True,
+    "--batchnorm",
+    type=click.Choice(BATCHNORM_MODES),
+    default="as-exported",
+    show_default=True,
     help="BatchNormalization mode in the trainable region (behind the stops: always eval).",
 )
 @click.option(
-    "--dropout", type=click.Choice(DROPOUT_MODES), default="as-exported", show_default=True,
+    "--dropout",
+    type=click.Choice(DROPOUT_MODES),
+    default="as-exported",
+    show_default=True,
     help="Dropout in the trainable region (behind the stops: always off).",
 )
 @click.option(

@@ -25,7 +25,7 @@ from .._dtypes import ITEM_SIZE, PACKED_BITS
 from ..errors import InvalidModelError
 from ._walk import MAX_DEPTH, not_utf8_error
 
-__all__ = ["ITEM_SIZE", "MAX_DEPTH", "tensor_problem", "invalid", "where", "not_utf8_error", "check_text"]
+__all__ = ["ITEM_SIZE", "MAX_DEPTH", "check_text", "invalid", "not_utf8_error", "tensor_problem", "where"]
 
 _FIX = "fix or re-export the model (onnx.checker.check_model lists its problems)"
 
@@ -34,12 +34,31 @@ _T = onnx.TensorProto
 _HALF_BYTE = frozenset(t for t, bits in PACKED_BITS.items() if bits == 4)
 #: Typed field holding the values of each type, and how many values one element takes.
 _FIELD: dict[int, tuple[str, int]] = {
-    _T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2), _T.DOUBLE: ("double_data", 1),
-    _T.COMPLEX128: ("double_data", 2), _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
-    _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1),
-    **{t: ("int32_data", 1) for t in (_T.INT32, _T.INT16, _T.INT8, _T.UINT16, _T.UINT8, _T.BOOL,
-                                      _T.FLOAT16, _T.BFLOAT16, _T.FLOAT8E4M3FN, _T.FLOAT8E4M3FNUZ,
-                                      _T.FLOAT8E5M2, _T.FLOAT8E5M2FNUZ)},
+    _T.FLOAT: ("float_data", 1),
+    _T.COMPLEX64: ("float_data", 2),
+    _T.DOUBLE: ("double_data", 1),
+    _T.COMPLEX128: ("double_data", 2),
+    _T.INT64: ("int64_data", 1),
+    _T.UINT32: ("uint64_data", 1),
+    _T.UINT64: ("uint64_data", 1),
+    _T.STRING: ("string_data", 1),
+    **{
+        t: ("int32_data", 1)
+        for t in (
+            _T.INT32,
+            _T.INT16,
+            _T.INT8,
+            _T.UINT16,
+            _T.UINT8,
+            _T.BOOL,
+            _T.FLOAT16,
+            _T.BFLOAT16,
+            _T.FLOAT8E4M3FN,
+            _T.FLOAT8E4M3FNUZ,
+            _T.FLOAT8E5M2,
+            _T.FLOAT8E5M2FNUZ,
+        )
+    },
 }
 _INT64_MAX = 2**63 - 1
 

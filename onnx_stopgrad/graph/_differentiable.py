@@ -112,7 +112,7 @@ def differentiable_inputs(
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # noqa: BLE001 - best effort: unknown types count as float
+    except Exception:
         return model
 
 

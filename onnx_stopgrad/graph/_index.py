@@ -160,7 +160,9 @@ def validate(model: onnx.ModelProto) -> None:
     scan(model, frozenset())
 
 
-def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set[str], ...], depth: int) -> None:
+def _scan_graph(
+    scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set[str], ...], depth: int
+) -> None:
     """Record the watched names of one graph and check its structure.
 
     ``outer`` holds the names the enclosing graphs define before the node holding this
@@ -200,7 +202,9 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
     for sparse in graph.sparse_initializer:
         name = sparse.values.name
         if name in plain:
-            raise invalid(f"sparse initializer {name!r} of {where(scope.path)} is defined twice or has no name")
+            raise invalid(
+                f"sparse initializer {name!r} of {where(scope.path)} is defined twice or has no name"
+            )
         plain.add(name)
         if name in watch:
             scope.declared.add(name)
@@ -248,12 +252,16 @@ def _scan_graph(scope: Scope, watch: set[str] | frozenset[str], outer: tuple[set
         if not name or not any(name in names for names in visible):
             if name.__class__ is bytes:
                 raise not_utf8_error()
-            raise invalid(f"graph output {name!r} is not a graph input, initializer or node output ({where(scope.path)})")
+            raise invalid(
+                f"graph output {name!r} is not a graph input, initializer or node output ({where(scope.path)})"
+            )
     check_text(plain)
     check_text(seen)
 
 
-def _check_reads(scope: Scope, index: int, node: onnx.NodeProto, watch, defined: tuple[set[str], ...]) -> None:
+def _check_reads(
+    scope: Scope, index: int, node: onnx.NodeProto, watch, defined: tuple[set[str], ...]
+) -> None:
     """Record reads of watched names; raise for a name no visible graph defines yet."""
     for slot, name in enumerate(node.input):
         if name in watch:
@@ -263,8 +271,11 @@ def _check_reads(scope: Scope, index: int, node: onnx.NodeProto, watch, defined:
         if name.__class__ is bytes:
             raise not_utf8_error()
         later = _produced_later(scope, index, name)
-        why = ("which only this or a later node produces (a cycle, or nodes out of order)" if later
-               else "which no node, graph input or initializer defines")
+        why = (
+            "which only this or a later node produces (a cycle, or nodes out of order)"
+            if later
+            else "which no node, graph input or initializer defines"
+        )
         raise invalid(f"node {node_label(node, index)!r} of {where(scope.path)} reads {name!r}, {why}")
 
 
@@ -272,7 +283,9 @@ def _refuse_initializer_names(scope: Scope) -> None:
     names: set[str] = set()
     for tensor in scope.graph.initializer:
         if not tensor.name or tensor.name in names:
-            raise invalid(f"an initializer of {where(scope.path)} is named {tensor.name!r}, like another one (or has no name)")
+            raise invalid(
+                f"an initializer of {where(scope.path)} is named {tensor.name!r}, like another one (or has no name)"
+            )
         names.add(tensor.name)
 
 
@@ -286,7 +299,9 @@ def _produced_later(scope: Scope, index: int, name: str) -> bool:
     return False
 
 
-def _add_outputs(scope: Scope, index: int, node: onnx.NodeProto, watch, plain: set[str], seen: set[str]) -> int:
+def _add_outputs(
+    scope: Scope, index: int, node: onnx.NodeProto, watch, plain: set[str], seen: set[str]
+) -> int:
     """Add the node's outputs one by one; return how many names were added."""
     added = 0
     for name in node.output:
@@ -312,8 +327,9 @@ def _refuse_repeated_output(scope: Scope) -> None:
     raise AssertionError("name count mismatch without a repeated output")  # pragma: no cover
 
 
-def _scan_children(scope: Scope, index: int, node: onnx.NodeProto, watch, outer: tuple[set[str], ...],
-                   depth: int) -> None:
+def _scan_children(
+    scope: Scope, index: int, node: onnx.NodeProto, watch, outer: tuple[set[str], ...], depth: int
+) -> None:
     label = node_label(node, index)
     for attr_name, sub in subgraph_attributes(node):
         child = Scope(sub, scope_path(scope.path, label, attr_name), parent=scope, holder_index=index)
@@ -367,7 +383,9 @@ class GraphIndex:
     @classmethod
     def with_stops(cls, model: onnx.ModelProto) -> GraphIndex:
         """An index watching the outputs of every StopGradient (see :meth:`stops`)."""
-        outputs = {out for node, _ in iter_nodes(model.graph) if is_stop_gradient(node) for out in node.output}
+        outputs = {
+            out for node, _ in iter_nodes(model.graph) if is_stop_gradient(node) for out in node.output
+        }
         return cls(model, outputs)
 
     def scopes(self) -> Iterator[Scope]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..graph import FLOAT_TYPES
 from ..errors import InvalidModelError
+from ..graph import FLOAT_TYPES
 from ._tree import ModuleOutput, ModuleTree
 from ._types import TensorType, tensor_types
 

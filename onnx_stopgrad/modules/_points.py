@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..graph import FLOAT_TYPES, analyze_gradient_flow
 from ..errors import StopGradError, TensorNotFoundError
-from ..passes import insert_in_place
-from ..passes import ModelInput, read_model
+from ..graph import FLOAT_TYPES, analyze_gradient_flow
+from ..passes import ModelInput, insert_in_place, read_model
 from ._plan import plan_module_stops
 from ._tree import NO_SCOPES_MESSAGE, ModuleTree
 from ._types import dtype_name, tensor_types

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..graph import FLOAT_TYPES, MAX_DEPTH, is_stop_gradient, node_label, too_deep_error
 from ..errors import TensorNotFoundError
+from ..graph import FLOAT_TYPES, MAX_DEPTH, is_stop_gradient, node_label, subgraph_attributes, too_deep_error
 from ..passes import closest_names
-from ..graph import subgraph_attributes
 from ._scopes import Chain, node_chain, normalize_path
 
 __all__ = ["NO_SCOPES_MESSAGE", "Module", "ModuleOutput", "ModuleTree"]

@@ -9,15 +9,13 @@ ModelProto the caller owns and skip the copy (the CLI uses them).
 from __future__ import annotations
 
 from ..graph import validate as validate_model
-from ._select import closest_names, node_names, select_tensors, tensor_names
-from .family_reports import ScaleReport, StraightThroughReport
 from ._files import rewrite_file
 from ._model import ModelInput, read_model
+from ._select import closest_names, node_names, select_tensors, tensor_names
+from .family_reports import ScaleReport, StraightThroughReport
 from .insert import insert_in_place, insert_stop_gradient
 from .listing import list_stop_gradients
 from .remove import remove_in_place, remove_stop_gradient
-from .scale import scale_gradient, scale_in_place
-from .straight_through import straight_through, straight_through_in_place
 from .reports import (
     ConstructInfo,
     Insertion,
@@ -28,33 +26,35 @@ from .reports import (
     Skipped,
     StopGradientInfo,
 )
+from .scale import scale_gradient, scale_in_place
+from .straight_through import straight_through, straight_through_in_place
 
 __all__ = [
-    "ModelInput",
-    "read_model",
-    "insert_stop_gradient",
-    "remove_stop_gradient",
-    "list_stop_gradients",
-    "scale_gradient",
-    "straight_through",
-    "insert_in_place",
-    "scale_in_place",
-    "straight_through_in_place",
-    "ScaleReport",
-    "StraightThroughReport",
     "ConstructInfo",
-    "remove_in_place",
     "InsertReport",
     "Insertion",
-    "Skipped",
-    "RemoveReport",
-    "Removal",
     "ListReport",
+    "ModelInput",
+    "Removal",
+    "RemoveReport",
+    "ScaleReport",
+    "Skipped",
     "StopGradientInfo",
-    "select_tensors",
-    "validate_model",
-    "tensor_names",
-    "node_names",
+    "StraightThroughReport",
     "closest_names",
+    "insert_in_place",
+    "insert_stop_gradient",
+    "list_stop_gradients",
+    "node_names",
+    "read_model",
+    "remove_in_place",
+    "remove_stop_gradient",
     "rewrite_file",
+    "scale_gradient",
+    "scale_in_place",
+    "select_tensors",
+    "straight_through",
+    "straight_through_in_place",
+    "tensor_names",
+    "validate_model",
 ]

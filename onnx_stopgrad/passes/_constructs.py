@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
+from ..errors import InvalidModelError
 from ..graph import (
     FLOAT_TYPES,
     is_stop_gradient,
@@ -37,8 +39,6 @@ from ..graph import (
     not_utf8_error,
     subgraphs,
 )
-from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
-from ..errors import InvalidModelError
 from .reports import ConstructInfo
 
 __all__ = [

@@ -20,7 +20,7 @@ from .._io import load_model
 from ..errors import InvalidModelError
 from ._validity import accept_input, check_output
 
-__all__ = ["ModelInput", "open_model", "read_model", "is_graphsurgeon_graph", "is_ir_model"]
+__all__ = ["ModelInput", "is_graphsurgeon_graph", "is_ir_model", "open_model", "read_model"]
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon  # type: ignore[import-untyped]

@@ -14,7 +14,7 @@ import onnx
 from ..graph import Scope, iter_scopes
 from ._select import node_names, tensor_names
 
-__all__ = ["NameAllocator", "TENSOR_SUFFIX", "NODE_SUFFIX"]
+__all__ = ["NODE_SUFFIX", "TENSOR_SUFFIX", "NameAllocator"]
 
 TENSOR_SUFFIX = "_stopgrad"
 NODE_SUFFIX = "/StopGradient"

@@ -12,7 +12,7 @@ import onnx
 from ..errors import InvalidOptionError, TensorNotFoundError
 from ..graph import is_stop_gradient, iter_nodes
 
-__all__ = ["tensor_names", "node_names", "select_tensors", "closest_names", "not_found_message"]
+__all__ = ["closest_names", "node_names", "not_found_message", "select_tensors", "tensor_names"]
 
 
 def tensor_names(model: onnx.ModelProto, include_stops: bool = False) -> list[str]:
@@ -60,15 +60,15 @@ def select_tensors(
     for pattern in globs:
         hits = [name for name in candidates if fnmatch.fnmatchcase(name, pattern)]
         if not hits:
-            raise TensorNotFoundError(
-                f"--match {pattern!r} matches no tensor{_hint(pattern, candidates)}"
-            )
+            raise TensorNotFoundError(f"--match {pattern!r} matches no tensor{_hint(pattern, candidates)}")
         chosen.update(dict.fromkeys(hits))
     for expression in regexes:
         try:
             compiled = re.compile(expression)
         except re.error as exc:
-            raise InvalidOptionError(f"--regex {expression!r} is not a valid regular expression ({exc})") from exc
+            raise InvalidOptionError(
+                f"--regex {expression!r} is not a valid regular expression ({exc})"
+            ) from exc
         hits = [name for name in candidates if compiled.search(name)]
         if not hits:
             raise TensorNotFoundError(

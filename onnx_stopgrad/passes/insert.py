@@ -18,14 +18,14 @@ import onnx
 
 from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError, TensorNotFoundError
-from ._constructs import is_construct_node
 from ..graph import Read, Scope, is_stop_gradient, iter_nodes, iter_scopes, node_label, resolved_reads, scan
+from ._constructs import is_construct_node
 from ._model import ModelInput, open_model
 from ._naming import NameAllocator
 from ._select import node_names, not_found_message, tensor_names
 from .reports import Insertion, InsertReport, Skipped
 
-__all__ = ["insert_stop_gradient", "insert_in_place"]
+__all__ = ["insert_in_place", "insert_stop_gradient"]
 
 
 @dataclass

@@ -17,13 +17,20 @@ import onnx
 
 from .._names import DOMAIN
 from ..errors import TensorNotFoundError
-from . import _constructs
 from ..graph import GraphIndex, Read, Scope, StopSite, iter_nodes
+from . import _constructs
 from ._model import ModelInput, open_model
 from ._select import not_found_message
 from .reports import Removal, RemoveReport
 
-__all__ = ["remove_stop_gradient", "remove_in_place", "find_stops", "readers_of", "StopSite", "stops_outside_constructs"]
+__all__ = [
+    "StopSite",
+    "find_stops",
+    "readers_of",
+    "remove_in_place",
+    "remove_stop_gradient",
+    "stops_outside_constructs",
+]
 
 
 def find_stops(model: onnx.ModelProto) -> tuple[Scope, list[StopSite]]:
@@ -64,7 +71,9 @@ def remove_in_place(
         what = construct.kind.replace("_", " ")
         if construct.kind == _constructs.SCALE:
             what += f" by {construct.factor:g}"
-        removals.append(Removal(construct.name, construct.original, construct.output, labels, "", False, what))
+        removals.append(
+            Removal(construct.name, construct.original, construct.output, labels, "", False, what)
+        )
     if chosen_constructs:  # node indices moved: find the chosen stops again
         chosen = [stop for stop in find_stops(model)[1] if (stop.scope.path, stop.node.output[0]) in keys]
     doomed: dict[int, tuple[Scope, list[int]]] = {}
@@ -92,7 +101,9 @@ def remove_in_place(
     return RemoveReport(tuple(removals), opset_removed)
 
 
-def stops_outside_constructs(stops: list[StopSite], constructs: list[_constructs.Construct]) -> list[StopSite]:
+def stops_outside_constructs(
+    stops: list[StopSite], constructs: list[_constructs.Construct]
+) -> list[StopSite]:
     """The stops that are not part of a construct (those sit in the main graph)."""
     inside = {index for construct in constructs for index in construct.nodes}
     return [stop for stop in stops if stop.scope.parent is not None or stop.index not in inside]
@@ -108,7 +119,11 @@ def _choose(
     units: dict[str, _constructs.Construct] = {}
     for name in names:
         hits = [s for s in stops if name in (s.label, s.node.input[0], s.node.output[0])]
-        groups = [c for c in constructs if name in (c.name, c.output, c.input, c.quantized) or name.startswith(c.name + "/")]
+        groups = [
+            c
+            for c in constructs
+            if name in (c.name, c.output, c.input, c.quantized) or name.startswith(c.name + "/")
+        ]
         if not hits and not groups:
             known = [s.label for s in stops] + [s.node.input[0] for s in stops] + [c.name for c in constructs]
             if not stops and not constructs:

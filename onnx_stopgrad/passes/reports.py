@@ -9,14 +9,14 @@ from .._names import DOMAIN
 from .._reports import ReportFields, json_ready
 
 __all__ = [
-    "Insertion",
-    "Skipped",
+    "ConstructInfo",
     "InsertReport",
+    "Insertion",
+    "ListReport",
     "Removal",
     "RemoveReport",
+    "Skipped",
     "StopGradientInfo",
-    "ListReport",
-    "ConstructInfo",
 ]
 
 
@@ -111,7 +111,9 @@ class RemoveReport:
             else:
                 readers = ", ".join(item.consumers) or "nothing"
                 what = f" ({item.reason})" if item.reason else ""
-                lines.append(f"removed {item.node}{where}{what}: {item.output} -> {item.input} (for {readers})")
+                lines.append(
+                    f"removed {item.node}{where}{what}: {item.output} -> {item.input} (for {readers})"
+                )
         if not self.removed:
             lines.append("no StopGradient to remove: the model is unchanged")
         elif self.opset_removed:
@@ -165,9 +167,7 @@ class ListReport:
             lines.extend(f"  {item.describe()}" for item in self.constructs)
         lines.append(_parameter_line("frozen (no gradient reaches them)", self.frozen_parameters))
         if self.partially_blocked_parameters:
-            lines.append(
-                _parameter_line("partly blocked (still trained)", self.partially_blocked_parameters)
-            )
+            lines.append(_parameter_line("partly blocked (still trained)", self.partially_blocked_parameters))
         return "\n".join(lines)
 
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import onnx
 
-from ..graph import is_stop_gradient, iter_nodes, node_label
 from ..errors import ConstructError, TensorNotFoundError
+from ..graph import is_stop_gradient, iter_nodes, node_label, validate
 from . import _constructs as family
 from ._model import ModelInput, open_model
-from ..graph import validate
 from ._select import node_names, not_found_message, tensor_names
 from .family_reports import ScaleReport
 from .insert import insert_in_place

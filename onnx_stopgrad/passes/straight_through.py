@@ -16,8 +16,8 @@ from typing import Any
 
 import onnx
 
-from ..graph import iter_nodes, node_label, subgraphs, validate
 from ..errors import ConstructError, TensorNotFoundError
+from ..graph import iter_nodes, node_label, subgraphs, validate
 from . import _constructs as family
 from ._model import ModelInput, open_model
 from ._select import node_names, not_found_message
@@ -154,11 +154,7 @@ def _constants(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         inputs = [name for name in node.input if name]
         plain = not node.domain and not node.op_type.startswith("Random")
-        if (
-            plain
-            and all(name in names for name in inputs)
-            and not any(subgraphs(node))
-        ):
+        if plain and all(name in names for name in inputs) and not any(subgraphs(node)):
             names.update(name for name in node.output if name)
     return names
 

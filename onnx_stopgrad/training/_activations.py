@@ -113,7 +113,7 @@ def restore_hard_activations(model: onnx.ModelProto) -> int:
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:
     try:
         graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except Exception:  # noqa: BLE001 - best effort: unknown types count as float
+    except Exception:
         graph = model.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
     types.update((t.name, t.data_type) for t in graph.initializer)

@@ -16,17 +16,17 @@ from typing import Any
 
 import onnx
 
-from ..graph import is_stop_gradient, node_label
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
+from .._ort119 import cap_ir_version
 from .._reports import ReportFields
 from ..errors import TrainingError
+from ..graph import is_stop_gradient, node_label
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
 from . import _ort
 from ._activations import restore_hard_activations
 from ._count import GRADIENT_NODE_MARK, count_gradient_nodes
 from ._export import OUTPUTS_METADATA_KEY
-from .._ort119 import cap_ir_version
 from ._fixups import apply_fixups
 from ._losses import prepare_loss
 from ._mode_plan import mode_adjustments, prepare_modes, refuse_training_statistics
@@ -38,7 +38,7 @@ from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
 from ._ties import warn_split_ties
 
-__all__ = ["ArtifactsReport", "generate_artifacts", "count_gradient_nodes", "GRADIENT_NODE_MARK"]
+__all__ = ["GRADIENT_NODE_MARK", "ArtifactsReport", "count_gradient_nodes", "generate_artifacts"]
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,9 @@ def _build(
                 tuple(p for p in plan.trainable if p != name), plan.frozen, True, (*plan.constants, name)
             )
             if not plan.trainable:
-                log.warning("nothing trains: ONNX Runtime cannot differentiate the parameters that reach the loss")
+                log.warning(
+                    "nothing trains: ONNX Runtime cannot differentiate the parameters that reach the loss"
+                )
     model_outputs = json.dumps([o.name for o in proto.graph.output] + additional_output_names)
     for kind in ("training", "eval"):
         path = staging / f"{prefix}{kind}_model.onnx"

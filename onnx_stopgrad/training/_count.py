@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import onnx
 
-__all__ = ["GRADIENT_NODE_MARK", "ACCUMULATE_GRAD_PREFIX", "is_gradient_node", "count_gradient_nodes"]
+__all__ = ["ACCUMULATE_GRAD_PREFIX", "GRADIENT_NODE_MARK", "count_gradient_nodes", "is_gradient_node"]
 
 #: ORT names every node its gradient builder makes for a forward node ``<forward node>_Grad/<op>_<i>``.
 GRADIENT_NODE_MARK = "_Grad/"

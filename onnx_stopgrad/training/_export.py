@@ -21,13 +21,13 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
-from ..graph import node_reads
 from .._io import atomic_writer, refuse_overwriting, save_model
 from ..errors import TensorNotFoundError, TrainingError
+from ..graph import node_reads
 from . import _ort
 from ._load import artifact_paths
 
-__all__ = ["export_for_inference", "OUTPUTS_METADATA_KEY", "EXTERNAL_DATA_THRESHOLD"]
+__all__ = ["EXTERNAL_DATA_THRESHOLD", "OUTPUTS_METADATA_KEY", "export_for_inference"]
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import TrainingError
 from . import _ort
 
-__all__ = ["load", "artifact_paths"]
+__all__ = ["artifact_paths", "load"]
 
 
 def artifact_paths(artifact_directory: str | os.PathLike[str], prefix: str = "") -> dict[str, Path]:

@@ -27,7 +27,7 @@ from ._load import artifact_paths, load
 from ._losses import check_label_values, label_classes
 from ._running import RunningStatistics
 
-__all__ = ["InputSpec", "training_inputs", "read_npz", "fit", "batches"]
+__all__ = ["InputSpec", "batches", "fit", "read_npz", "training_inputs"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TrainingError(f"{path}: not a readable .npz file ({reason}); write it with numpy.savez") from exc
+        raise TrainingError(
+            f"{path}: not a readable .npz file ({reason}); write it with numpy.savez"
+        ) from exc
 
 
 def _check_data(data: Mapping[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:

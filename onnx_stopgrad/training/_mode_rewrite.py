@@ -286,7 +286,7 @@ def _shapes(
     """Ranks, element types and value infos of the model's tensors, by shape inference."""
     try:
         graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except Exception:  # noqa: BLE001 - best effort: what the model declares
+    except Exception:
         graph = model.graph
     values = [*graph.value_info, *graph.input, *graph.output]
     ranks = {

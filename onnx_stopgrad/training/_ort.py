@@ -18,11 +18,11 @@ from ..errors import TrainingError
 
 __all__ = [
     "ort_artifacts",
-    "quiet_ort",
     "ort_error",
-    "unreachable_param",
+    "quiet_ort",
     "refuse_undifferentiable",
     "session_log_severity",
+    "unreachable_param",
 ]
 
 log = logging.getLogger(__name__)

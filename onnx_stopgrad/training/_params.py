@@ -76,7 +76,9 @@ def plan_parameters(
     trainable = [p for p in flow.trainable if p not in frozen_given]
     frozen = sorted(set(flow.frozen) | set(frozen_given) - set(trainable))
     if not trainable:
-        log.warning("nothing trains: %s", _why_nothing_trains(params, flow.trainable, frozen_given, constants))
+        log.warning(
+            "nothing trains: %s", _why_nothing_trains(params, flow.trainable, frozen_given, constants)
+        )
     return ParameterPlan(tuple(trainable), tuple(frozen), derived=True, constants=constants)
 
 
@@ -103,4 +105,3 @@ def _check_known(names: Sequence[str], params: set[str], option: str) -> None:
             f"{option} names {', '.join(repr(n) for n in unknown[:3])}, not a float initializer "
             "of the model; `onnx-stopgrad list MODEL` shows the parameters"
         )
-

@@ -7,13 +7,13 @@ without a ``checkpoint``, so it never looks like a complete set of artifacts.
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 from pathlib import Path
 
 from ..errors import ModelSaveError
 
-__all__ = ["make_staging_dir", "publish", "discard"]
+__all__ = ["discard", "make_staging_dir", "publish"]
 
 
 def make_staging_dir(target: Path) -> Path:

@@ -19,9 +19,9 @@ from typing import Any
 
 import onnx
 
-from ..graph import infer_types, is_stop_gradient, iter_node_sites, node_label, node_reads, subgraphs
 from .._names import DOMAIN, OPSET_VERSION
 from ..errors import TrainingError
+from ..graph import infer_types, is_stop_gradient, iter_node_sites, node_label, node_reads, subgraphs
 
 __all__ = [
     "DetachedStop",

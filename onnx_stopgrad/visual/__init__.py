@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..graph import analyze_gradient_flow
 from .._io import ModelLike, input_files, load_model, refuse_overwriting
 from .._reports import ReportFields
 from ..errors import TensorNotFoundError
+from ..graph import analyze_gradient_flow
 from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._dot import build_dot
 from ._render import INSTALL_HINT, GraphvizError, output_format, write_picture
 
-__all__ = ["draw", "DrawReport", "GraphvizError", "INSTALL_HINT", "DEFAULT_MAX_NODES"]
+__all__ = ["DEFAULT_MAX_NODES", "INSTALL_HINT", "DrawReport", "GraphvizError", "draw"]
 
 #: Above this many nodes, nodes are collapsed by name scope.
 DEFAULT_MAX_NODES = 150

@@ -17,7 +17,7 @@ from ..graph import FLOAT_TYPES, GradientFlow, is_stop_gradient, node_label
 from ..passes import _constructs
 from ._scopes import Grouping, group_nodes
 
-__all__ = ["DotGraph", "build_dot", "COLORS"]
+__all__ = ["COLORS", "DotGraph", "build_dot"]
 
 COLORS = {
     "stop": "#d62728",
@@ -48,7 +48,7 @@ def _q(text: str) -> str:
 
 
 def _short(text: str, width: int = 32) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _attrs(**kw: object) -> str:
@@ -95,20 +95,33 @@ def build_dot(model: onnx.ModelProto, flow: GradientFlow, max_nodes: int) -> Dot
     ]
     lines += _boxes(nodes, labels, blocked, grouping, params, {f"c:{c.name}": c for c in constructs.values()})
     lines += _io(graph, producer, grouping)
-    drawn_edges = [(a, b) for a, b in edges if not (grouping.depth or grouping.chains_merged) or a not in attach]
+    drawn_edges = [
+        (a, b) for a, b in edges if not (grouping.depth or grouping.chains_merged) or a not in attach
+    ]
     drawn_edges = _one_edge_per_construct_input(drawn_edges, constructs)
     lines += _edges(nodes, producer, grouping, drawn_edges, {t.name for t in graph.initializer})
     if grouping.depth == 0 and not grouping.chains_merged:
         lines += _param_notes(nodes, grouping, params)
     lines += _legend(len(nodes), grouping, max_nodes, params)
     lines.append("}")
-    return DotGraph("\n".join(lines) + "\n", len(nodes), grouping.boxes, grouping.depth, grouping.chains_merged)
+    return DotGraph(
+        "\n".join(lines) + "\n", len(nodes), grouping.boxes, grouping.depth, grouping.chains_merged
+    )
 
 
 def _box_style(kind: str, blocked: bool) -> dict[str, object]:
     if kind == "stop":
-        return {"shape": "octagon", "fillcolor": COLORS["stop"], "fontcolor": "white", "penwidth": 2.5, "color": "#7f0000"}
-    return {"fillcolor": COLORS["nograd"] if blocked else COLORS["grad"], "color": "#888888" if blocked else "#333333"}
+        return {
+            "shape": "octagon",
+            "fillcolor": COLORS["stop"],
+            "fontcolor": "white",
+            "penwidth": 2.5,
+            "color": "#7f0000",
+        }
+    return {
+        "fillcolor": COLORS["nograd"] if blocked else COLORS["grad"],
+        "color": "#888888" if blocked else "#333333",
+    }
 
 
 def _one_edge_per_construct_input(edges, constructs) -> list[tuple[int, int]]:
@@ -130,7 +143,13 @@ def _construct_box(construct: _constructs.Construct) -> dict[str, object]:
         text = f"gradient x {construct.factor:g}\nat {_short(construct.input, 40)}"
     else:
         text = f"straight-through\n{_short(construct.quantized, 24)}, grad to {_short(construct.input, 24)}"
-    return {"label": text, "shape": "hexagon", "fillcolor": COLORS[construct.kind], "fontcolor": "white", "penwidth": 2}
+    return {
+        "label": text,
+        "shape": "hexagon",
+        "fillcolor": COLORS[construct.kind],
+        "fontcolor": "white",
+        "penwidth": 2,
+    }
 
 
 def _boxes(nodes, labels, blocked, grouping: Grouping, params, constructs) -> list[str]:
@@ -147,7 +166,11 @@ def _boxes(nodes, labels, blocked, grouping: Grouping, params, constructs) -> li
             node = nodes[i]
             kind = "stop" if is_stop_gradient(node) else "op"
             name = labels[i].rsplit("/", 1)[-1]
-            text = node.op_type if name in (node.op_type, "") or name.startswith(f"{node.op_type}#") else f"{node.op_type}\n{_short(name)}"
+            text = (
+                node.op_type
+                if name in (node.op_type, "") or name.startswith(f"{node.op_type}#")
+                else f"{node.op_type}\n{_short(name)}"
+            )
             if kind == "stop":
                 text = f"StopGradient\nat {_short(node.input[0] if node.input else labels[i], 40)}"
             lines.append(f"  {_q(item)} {_attrs(label=text, **_box_style(kind, blocked[i]))};")
@@ -172,15 +195,21 @@ def _io(graph: onnx.GraphProto, producer, grouping: Grouping) -> list[str]:
     inits = {t.name for t in graph.initializer}
     for value in graph.input:
         if value.name not in inits:
-            lines.append(f"  {_q('in:' + value.name)} {_attrs(label=_short(value.name), shape='invhouse', fillcolor=COLORS['io'])};")
+            lines.append(
+                f"  {_q('in:' + value.name)} {_attrs(label=_short(value.name), shape='invhouse', fillcolor=COLORS['io'])};"
+            )
     for value in graph.output:
-        lines.append(f"  {_q('out:' + value.name)} {_attrs(label=_short(value.name), shape='house', fillcolor=COLORS['io'])};")
+        lines.append(
+            f"  {_q('out:' + value.name)} {_attrs(label=_short(value.name), shape='house', fillcolor=COLORS['io'])};"
+        )
         if value.name in producer:
             lines.append(f"  {_q(grouping.item[producer[value.name]])} -> {_q('out:' + value.name)};")
     return lines
 
 
-def _edges(nodes, producer, grouping: Grouping, edges: Sequence[tuple[int, int]], inits: set[str]) -> list[str]:
+def _edges(
+    nodes, producer, grouping: Grouping, edges: Sequence[tuple[int, int]], inits: set[str]
+) -> list[str]:
     counts: Counter[tuple[str, str]] = Counter()
     from_stop: set[tuple[str, str]] = set()
     for a, b in edges:
@@ -214,7 +243,9 @@ def _param_notes(nodes, grouping: Grouping, params) -> list[str]:
                 continue
             pid = f"p:{name}:{j}"
             label = f"{_short(name, 28)}\n{kind}"
-            lines.append(f"  {_q(pid)} {_attrs(label=label, shape='note', fontsize=8, fillcolor=COLORS[kind])};")
+            lines.append(
+                f"  {_q(pid)} {_attrs(label=label, shape='note', fontsize=8, fillcolor=COLORS[kind])};"
+            )
             lines.append(f"  {_q(pid)} -> {_q(grouping.item[j])} {_attrs(color='#999999')};")
     return lines
 
@@ -223,7 +254,9 @@ def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
     kinds = Counter(params.values())
     if grouping.depth or grouping.chains_merged:
         if grouping.depth:
-            how = f"by name scope (depth {grouping.depth})" + ("; straight chains merged" if grouping.chains_merged else "")
+            how = f"by name scope (depth {grouping.depth})" + (
+                "; straight chains merged" if grouping.chains_merged else ""
+            )
         else:
             how = "by merging straight chains (no name scopes)"
         collapsed = f"{total} nodes collapsed into {grouping.boxes} boxes {how} (limit --max-nodes {limit})"
@@ -234,8 +267,16 @@ def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
         ("lg_stop", "StopGradient", {"shape": "octagon", "fillcolor": COLORS["stop"], "fontcolor": "white"}),
         ("lg_nograd", "no gradient reaches it\n(behind a stop)", {"fillcolor": COLORS["nograd"]}),
         ("lg_grad", "receives a gradient", {"fillcolor": COLORS["grad"]}),
-        ("lg_scale", "gradient scaled\n(onnx-stopgrad scale)", {"shape": "hexagon", "fillcolor": COLORS["gradient_scale"], "fontcolor": "white"}),
-        ("lg_ste", "straight-through\n(forward q, gradient of identity)", {"shape": "hexagon", "fillcolor": COLORS["straight_through"], "fontcolor": "white"}),
+        (
+            "lg_scale",
+            "gradient scaled\n(onnx-stopgrad scale)",
+            {"shape": "hexagon", "fillcolor": COLORS["gradient_scale"], "fontcolor": "white"},
+        ),
+        (
+            "lg_ste",
+            "straight-through\n(forward q, gradient of identity)",
+            {"shape": "hexagon", "fillcolor": COLORS["straight_through"], "fontcolor": "white"},
+        ),
         ("lg_trainable", "trainable parameter", {"shape": "note", "fillcolor": COLORS["trainable"]}),
         ("lg_partial", "parameter, some paths stopped", {"shape": "note", "fillcolor": COLORS["partial"]}),
         ("lg_frozen", "frozen parameter (only via stops)", {"shape": "note", "fillcolor": COLORS["frozen"]}),
@@ -243,7 +284,7 @@ def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
     ]
     lines = [
         "  subgraph cluster_legend {",
-        f"    label={_q('legend: ' + collapsed + chr(10) + 'parameters: ' + counts)}; fontsize=11; style=rounded; color=\"#999999\";",
+        f'    label={_q("legend: " + collapsed + chr(10) + "parameters: " + counts)}; fontsize=11; style=rounded; color="#999999";',
     ]
     for key, text, style in entries:
         lines.append(f"    {key} {_attrs(label=text, fontsize=9, **style)};")

@@ -11,7 +11,7 @@ from pathlib import Path
 from .._io import atomic_write_bytes
 from ..errors import ModelSaveError, StopGradError
 
-__all__ = ["GraphvizError", "FORMATS", "output_format", "write_picture", "INSTALL_HINT"]
+__all__ = ["FORMATS", "INSTALL_HINT", "GraphvizError", "output_format", "write_picture"]
 
 #: Output suffix -> Graphviz format (None: the DOT text itself).
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None, ".gv": None}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Grouping", "scope_parts", "group_nodes"]
+__all__ = ["Grouping", "group_nodes", "scope_parts"]
 
 
 @dataclass(frozen=True)

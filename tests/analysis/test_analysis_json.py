@@ -10,7 +10,15 @@ from onnx_stopgrad.analysis import SCHEMA_VERSION, analyze
 
 PARAM = {"name": str, "dtype": str, "shape": list, "elements": int, "bytes": int, "blocked_by": list}
 TOTALS = {"count": int, "elements": int, "bytes": int}
-STOP = {"name": str, "input": str, "output": str, "origin": str, "freezes": list, "blocks_anything": bool, "module": str}
+STOP = {
+    "name": str,
+    "input": str,
+    "output": str,
+    "origin": str,
+    "freezes": list,
+    "blocks_anything": bool,
+    "module": str,
+}
 GRAPH = {
     "source": str, "unit": str, "with_stops": int, "without_stops": int, "removed": int,
     "onnxruntime_version": (str, type(None)), "fallback_reason": (str, type(None)),

@@ -9,8 +9,8 @@ import pytest
 from analysis_graphs import frozen_backbone, shared_weight
 from artifact_counts import backward_nodes
 
-from onnx_stopgrad.graph import is_stop_gradient, node_label
 from onnx_stopgrad.analysis import analyze
+from onnx_stopgrad.graph import is_stop_gradient, node_label
 
 pytest.importorskip("onnxruntime.training", reason="needs onnxruntime-training (the .venv runtime)")
 pytestmark = pytest.mark.training
@@ -92,11 +92,11 @@ def test_counts_match_onnx_stopgrad_artifacts(build, tmp_path) -> None:
 @pytest.mark.parametrize("build", [frozen_backbone, shared_weight])
 def test_static_differentiated_nodes_match_ort(build) -> None:
     """The forward nodes analyze says lose their gradient have no gradient node in ORT's graph."""
-    from onnx_stopgrad.graph import analyze_gradient_flow, element_types
     from onnx_stopgrad.analysis._analyze import _check_targets
     from onnx_stopgrad.analysis._backward import plan_backward
     from onnx_stopgrad.analysis._ort_graph import build_ort_gradient_graph
     from onnx_stopgrad.analysis._shapes import infer_shapes
+    from onnx_stopgrad.graph import analyze_gradient_flow, element_types
 
     model = build()
     targets = _check_targets(model.graph, None)

@@ -48,7 +48,9 @@ def test_frozen_backbone_exact() -> None:
     assert report.totals["frozen"].bytes == (4 * 8 + 8) * 4
     assert {p.name: p.blocked_by for p in report.frozen} == {"W1": ["/enc/stop"], "b1": ["/enc/stop"]}
     assert {(n.name, n.op_type) for n in report.no_gradient_nodes} == {
-        ("/enc/mm", "MatMul"), ("/enc/add", "Add"), ("/enc/relu", "Relu"),
+        ("/enc/mm", "MatMul"),
+        ("/enc/add", "Add"),
+        ("/enc/relu", "Relu"),
     }
     assert report.warnings == []
     # Without the stop /head/mm differentiates w.r.t. its feature and W2 (2 products);

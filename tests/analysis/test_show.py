@@ -28,7 +28,9 @@ def _scoped_model(layers: int, per_layer: int) -> onnx.ModelProto:
             inits.append(numpy_helper.from_array(np.ones(4, np.float32), w))
             scope = f"/enc/layer.{layer}/block{k % 3}"
             nodes.append(helper.make_node("Mul", [cur, w], [f"{scope}/m{k}"], name=f"{scope}/Mul_{k}"))
-            nodes.append(helper.make_node("Tanh", [f"{scope}/m{k}"], [f"{scope}/t{k}"], name=f"{scope}/Tanh_{k}"))
+            nodes.append(
+                helper.make_node("Tanh", [f"{scope}/m{k}"], [f"{scope}/t{k}"], name=f"{scope}/Tanh_{k}")
+            )
             cur = f"{scope}/t{k}"
         if layer == layers // 2:
             nodes.append(helper.make_node(OP_TYPE, [cur], ["stopped"], name="/enc/stop", domain=DOMAIN))
@@ -37,7 +39,9 @@ def _scoped_model(layers: int, per_layer: int) -> onnx.ModelProto:
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
         [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [4])], inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    )
     model.ir_version = 10
     return model
 

@@ -130,7 +130,13 @@ def test_json_reports(model_path: Path, tmp_path: Path):
     code, stdout, _ = _run("list", out, "--json")
     data = json.loads(stdout)
     assert data["stop_gradients"] == [
-        {"node": "h/StopGradient", "input": "h", "output": "h_stopgrad", "consumers": ["mul", "add"], "graph": ""}
+        {
+            "node": "h/StopGradient",
+            "input": "h",
+            "output": "h_stopgrad",
+            "consumers": ["mul", "add"],
+            "graph": "",
+        }
     ]
     assert data["frozen_parameters"] == []  # W sits after the stop: still trained
     code, stdout, _ = _run("remove", out, "-o", tmp_path / "r.onnx", "--json")
@@ -175,7 +181,10 @@ def test_remove_all_one_and_to_identity(model_path: Path, tmp_path: Path):
         (["insert", "{model}", "--regex", "("], "not a valid regular expression"),
         (["insert", "{model}", "--at", "h", "-o", "{model}"], "pass --in-place to overwrite it"),
         (["insert", "{model}", "--at", "h", "-o", "{nodir}/o.onnx"], "does not exist"),
-        (["insert", "{model}", "--at", "h", "-o", "/proc/o.onnx"], "cannot write here"),  # unwritable, even for root
+        (
+            ["insert", "{model}", "--at", "h", "-o", "/proc/o.onnx"],
+            "cannot write here",
+        ),  # unwritable, even for root
         (["remove", "{model}", "--at", "h"], "the model has none"),
         (["list", "{missing}"], "no such file"),
     ],
@@ -211,7 +220,10 @@ def test_help_shows_examples_and_version():
 def test_python_dash_m(model_path: Path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(
-        [sys.executable, "-m", "onnx_stopgrad", "list", str(model_path)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "onnx_stopgrad", "list", str(model_path)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0 and "no StopGradient nodes" in result.stdout
 

@@ -40,7 +40,9 @@ def build(variant: str) -> bytes:
         outputs.append(helper.make_tensor_value_info("b", F, [ELEMENTS]))
     graph = helper.make_graph(nodes, variant, [helper.make_tensor_value_info("x", F, [ELEMENTS])], outputs)
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)], ir_version=10
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)],
+        ir_version=10,
     )
     return model.SerializeToString()
 

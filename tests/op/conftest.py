@@ -11,7 +11,9 @@ onnxruntime = pytest.importorskip("onnxruntime")
 # A runtime built without CUDA (the training runtime, onnxruntime-training-cpu) can never
 # run the CUDA tests: do not collect them there at all. A CUDA build on a machine without
 # a GPU still collects them, and they skip with the reason.
-collect_ignore = [] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["test_op_cuda.py"]
+collect_ignore = (
+    [] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else ["test_op_cuda.py"]
+)
 
 
 @pytest.fixture(scope="session")

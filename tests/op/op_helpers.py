@@ -33,7 +33,9 @@ def make_model(
     outputs: Sequence[onnx.ValueInfoProto],
     initializers: Sequence[onnx.TensorProto] = (),
 ) -> bytes:
-    graph = helper.make_graph(list(nodes), "stop_gradient_test", list(inputs), list(outputs), list(initializers))
+    graph = helper.make_graph(
+        list(nodes), "stop_gradient_test", list(inputs), list(outputs), list(initializers)
+    )
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(DOMAIN, OPSET_VERSION)],
@@ -96,7 +98,16 @@ def random_tensor(storage: np.dtype, shape: Sequence[int], seed: int = 0) -> np.
 def _float_specials(storage: np.dtype) -> np.ndarray:
     """Bit patterns that a float round trip through a conversion would disturb."""
     if storage == np.float32:
-        bits = [0x7FC00000, 0x7F800001, 0xFFC00123, 0x7FA5A5A5, 0x80000000, 0x00000001, 0x7F800000, 0xFF800000]
+        bits = [
+            0x7FC00000,
+            0x7F800001,
+            0xFFC00123,
+            0x7FA5A5A5,
+            0x80000000,
+            0x00000001,
+            0x7F800000,
+            0xFF800000,
+        ]
         return np.array(bits, dtype=np.uint32).view(np.float32)
     if storage == np.float64:
         bits = [0x7FF8000000000000, 0x7FF0000000000001, 0xFFF8DEADBEEF0001, 0x8000000000000000, 0x1]
@@ -150,6 +161,4 @@ def output_bytes(session, name: str = "y") -> tuple[list[int], bytes]:
     return shape, ctypes.string_at(value.data_ptr(), nbytes) if nbytes else b""
 
 
-_ELEMENT_BYTES = {
-    f"tensor({name})": storage.itemsize for name, (_, storage) in NUMERIC_TYPES.items()
-}
+_ELEMENT_BYTES = {f"tensor({name})": storage.itemsize for name, (_, storage) in NUMERIC_TYPES.items()}

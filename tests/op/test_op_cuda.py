@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from op_helpers import (
     BITS_ONLY,
     NUMERIC_TYPES,
@@ -15,7 +16,6 @@ from op_helpers import (
     random_tensor,
     stop_gradient,
 )
-from onnx import TensorProto, helper
 
 pytestmark = pytest.mark.cuda
 

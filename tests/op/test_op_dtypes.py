@@ -6,6 +6,7 @@ import ctypes
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from op_helpers import (
     BITS_ONLY,
     NUMERIC_TYPES,
@@ -18,7 +19,6 @@ from op_helpers import (
     run_bound,
     stop_gradient,
 )
-from onnx import TensorProto, helper
 
 SHAPES = {"matrix": (3, 5), "scalar": (), "empty": (0,), "empty_inner": (2, 0, 3), "vector": (257,)}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_helpers import make_model, stop_gradient
 from onnx import TensorProto, helper
+from op_helpers import make_model, stop_gradient
 
 F = TensorProto.FLOAT
 
@@ -21,7 +21,9 @@ def test_stopped_tensor_is_a_graph_output(session_factory):
         stop_gradient("a", "y"),
         helper.make_node("Mul", ["y", "y"], ["z"]),
     ]
-    model = make_model(nodes, [_info("x", shape=[4, 8])], [_info("y", shape=[4, 8]), _info("z", shape=[4, 8])])
+    model = make_model(
+        nodes, [_info("x", shape=[4, 8])], [_info("y", shape=[4, 8]), _info("z", shape=[4, 8])]
+    )
     x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
     y, z = session_factory(model).run(None, {"x": x})
     np.testing.assert_array_equal(y, -x)
@@ -61,7 +63,9 @@ def test_aliased_input_still_read_by_others(session_factory):
         helper.make_node("Add", ["a", "n"], ["zero"]),
         helper.make_node("Sub", ["a", "n"], ["twice"]),
     ]
-    model = make_model(nodes, [_info("x", shape=[64])], [_info("zero", shape=[64]), _info("twice", shape=[64])])
+    model = make_model(
+        nodes, [_info("x", shape=[64])], [_info("zero", shape=[64]), _info("twice", shape=[64])]
+    )
     x = np.linspace(-1, 1, 64, dtype=np.float32)
     zero, twice = session_factory(model).run(None, {"x": x})
     a = x * x
@@ -78,7 +82,9 @@ def test_string_alias_and_copy_paths(session_factory):
         helper.make_node("Identity", ["a"], ["c"]),
         helper.make_node("Concat", ["a", "x"], ["d"], axis=0),
     ]
-    model = make_model(nodes, [_info("x", S, [3])], [_info("b", S, [3]), _info("c", S, [3]), _info("d", S, [6])])
+    model = make_model(
+        nodes, [_info("x", S, [3])], [_info("b", S, [3]), _info("c", S, [3]), _info("d", S, [6])]
+    )
     x = np.array(["p\x00q", "", "ü\x00"], dtype=object)
     b, c, d = session_factory(model).run(None, {"x": x})
     assert b.tolist() == x.tolist()
@@ -89,7 +95,11 @@ def test_string_alias_and_copy_paths(session_factory):
 def test_repeated_runs_and_shapes(session_factory):
     """One session, several runs with different shapes (dynamic dims)."""
     model = make_model(
-        [helper.make_node("Neg", ["x"], ["a"]), stop_gradient("a", "b"), helper.make_node("Neg", ["b"], ["y"])],
+        [
+            helper.make_node("Neg", ["x"], ["a"]),
+            stop_gradient("a", "b"),
+            helper.make_node("Neg", ["b"], ["y"]),
+        ],
         [_info("x", shape=["n", "m"])],
         [_info("y", shape=["n", "m"])],
     )

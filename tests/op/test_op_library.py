@@ -6,8 +6,8 @@ import ctypes
 
 import numpy as np
 import pytest
-from op_helpers import chain_model
 from onnx import TensorProto
+from op_helpers import chain_model
 
 import onnx_stopgrad
 from onnx_stopgrad import _library
@@ -108,6 +108,8 @@ def test_session_options_twice_on_the_same_options(ort):
     """ORT refuses options that register the domain twice; a second call must not do that."""
     options = onnx_stopgrad.session_options()
     assert onnx_stopgrad.session_options(options) is options
-    session = ort.InferenceSession(chain_model(TensorProto.FLOAT, 2), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        chain_model(TensorProto.FLOAT, 2), options, providers=["CPUExecutionProvider"]
+    )
     (y,) = session.run(None, {"x": np.array([1.0, -2.0], dtype=np.float32)})
     assert y.tolist() == [1.0, -2.0]

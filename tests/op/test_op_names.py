@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from op_helpers import make_model
 from onnx import TensorProto, helper
+from op_helpers import make_model
 
 from onnx_stopgrad import _names
 

@@ -42,7 +42,8 @@ def test_type_constraint_covers_every_runtime_type():
 
 
 @pytest.mark.parametrize(
-    "elem_type", [TensorProto.FLOAT, TensorProto.BFLOAT16, TensorProto.STRING, TensorProto.BOOL, TensorProto.UINT64]
+    "elem_type",
+    [TensorProto.FLOAT, TensorProto.BFLOAT16, TensorProto.STRING, TensorProto.BOOL, TensorProto.UINT64],
 )
 def test_full_checker_passes(elem_type):
     onnx.checker.check_model(_model(elem_type, ["batch", 3]), full_check=True, check_custom_domain=True)
@@ -51,7 +52,9 @@ def test_full_checker_passes(elem_type):
 def test_checker_rejects_wrong_arity():
     """The schema is really consulted: two inputs violate it."""
     with pytest.raises(onnx.checker.ValidationError):
-        onnx.checker.check_model(_model(TensorProto.FLOAT, [2], n_inputs=2), full_check=True, check_custom_domain=True)
+        onnx.checker.check_model(
+            _model(TensorProto.FLOAT, [2], n_inputs=2), full_check=True, check_custom_domain=True
+        )
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rel_corpus import CorpusModel, build_corpus, write_model  # noqa: E402
-from rel_harness import ForkServer, cli_ready  # noqa: E402
+from rel_corpus import CorpusModel, build_corpus, write_model
+from rel_harness import ForkServer, cli_ready
 
 
 @pytest.fixture(scope="session")

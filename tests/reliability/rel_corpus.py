@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION
 
-__all__ = ["CorpusModel", "build_corpus", "write_model", "finish", "WEIGHTS_FILE"]
+__all__ = ["WEIGHTS_FILE", "CorpusModel", "build_corpus", "finish", "write_model"]
 
 WEIGHTS_FILE = "weights.bin"
 
@@ -77,8 +77,10 @@ def _if_graph(rng: np.random.Generator) -> onnx.GraphProto:
         [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [2, 3])],
     )
     else_branch = helper.make_graph(
-        [helper.make_node("MatMul", ["h", "We"], ["e_mm"], name="else_mm"),
-         helper.make_node("Relu", ["e_mm"], ["e_out"], name="else_relu")],
+        [
+            helper.make_node("MatMul", ["h", "We"], ["e_mm"], name="else_mm"),
+            helper.make_node("Relu", ["e_mm"], ["e_out"], name="else_relu"),
+        ],
         "else",
         [],
         [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [2, 3])],
@@ -91,8 +93,10 @@ def _if_graph(rng: np.random.Generator) -> onnx.GraphProto:
     return helper.make_graph(
         nodes,
         "if_model",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
-         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
         [_weight(rng, "Wt", 4, 3), _weight(rng, "We", 4, 3), _weight(rng, "b", 3)],
     )
@@ -100,15 +104,21 @@ def _if_graph(rng: np.random.Generator) -> onnx.GraphProto:
 
 def _loop_graph(rng: np.random.Generator) -> onnx.GraphProto:
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
-         helper.make_node("MatMul", ["acc_in", "Wl"], ["acc_mm"], name="body_mm"),
-         helper.make_node("Tanh", ["acc_mm"], ["acc_out"], name="body_tanh")],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+            helper.make_node("MatMul", ["acc_in", "Wl"], ["acc_mm"], name="body_mm"),
+            helper.make_node("Tanh", ["acc_mm"], ["acc_out"], name="body_tanh"),
+        ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2, 4])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [2, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2, 4]),
+        ],
     )
     nodes = [
         helper.make_node("Loop", ["trip", "keep_going", "x"], ["r"], name="loop0", body=body),
@@ -119,9 +129,11 @@ def _loop_graph(rng: np.random.Generator) -> onnx.GraphProto:
         "loop_model",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-        [_weight(rng, "Wl", 4, 4),
-         numpy_helper.from_array(np.array(3, np.int64), "trip"),
-         numpy_helper.from_array(np.array(True), "keep_going")],
+        [
+            _weight(rng, "Wl", 4, 4),
+            numpy_helper.from_array(np.array(3, np.int64), "trip"),
+            numpy_helper.from_array(np.array(True), "keep_going"),
+        ],
     )
 
 
@@ -148,8 +160,13 @@ def _torch_cnn() -> onnx.ModelProto | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            SmallCNN(), (torch.randn(2, 1, 8, 8),), buffer, dynamo=False, opset_version=17,
-            input_names=["x"], output_names=["y"],
+            SmallCNN(),
+            (torch.randn(2, 1, 8, 8),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
         )
     model = onnx.load_from_string(buffer.getvalue())
     model.ir_version = 10

@@ -173,8 +173,17 @@ def _preload_training() -> None:
 def serve() -> None:
     if "--preload-training" in sys.argv:
         _preload_training()
-    print(json.dumps({"ready": True, "cli_error": CLI_ERROR, "pid": os.getpid(),
-                      "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "cli_error": CLI_ERROR,
+                "pid": os.getpid(),
+                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            }
+        ),
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="forkserver-") as scratch:
         for line in sys.stdin:
             if not line.strip():

@@ -24,19 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-
 from rel_mutate import OUTSIDE_NAME
 
 __all__ = [
     "REPO",
+    "Case",
     "ForkServer",
     "RunResult",
-    "Case",
-    "prepare_case",
-    "judge",
-    "run_real_cli",
     "Tally",
     "cli_ready",
+    "judge",
+    "prepare_case",
+    "run_real_cli",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,17 +65,35 @@ class ForkServer:
 
     def __init__(self, preload_training: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(_SERVER), *(["--preload-training"] if preload_training else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=_env(), cwd=str(REPO),
+            [sys.executable, str(_SERVER), *(["--preload-training"] if preload_training else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=str(REPO),
         )
         hello = json.loads(self.proc.stdout.readline())
         self.cli_error: str = hello["cli_error"]
         self.base_rss_kb: int = hello["rss_kb"]
 
-    def run(self, argv: list[str], cwd: Path, *, timeout: float = 30.0, mem_mb: int = 1024,
-            watch: list[Path] = (), api: dict | None = None) -> RunResult:
-        request = {"argv": argv, "cwd": str(cwd), "timeout": timeout, "mem_mb": mem_mb,
-                   "watch": [str(p) for p in watch], "api": api}
+    def run(
+        self,
+        argv: list[str],
+        cwd: Path,
+        *,
+        timeout: float = 30.0,
+        mem_mb: int = 1024,
+        watch: list[Path] = (),
+        api: dict | None = None,
+    ) -> RunResult:
+        request = {
+            "argv": argv,
+            "cwd": str(cwd),
+            "timeout": timeout,
+            "mem_mb": mem_mb,
+            "watch": [str(p) for p in watch],
+            "api": api,
+        }
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -111,8 +128,13 @@ def run_real_cli(argv: list[str], cwd: Path, *, timeout: float = 60.0, mem_mb: i
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "onnx_stopgrad", *argv], cwd=str(cwd), env=_env(),
-            capture_output=True, text=True, timeout=timeout, preexec_fn=cap,
+            [sys.executable, "-m", "onnx_stopgrad", *argv],
+            cwd=str(cwd),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=cap,
         )
     except subprocess.TimeoutExpired as exc:
         return RunResult(-9, exc.stdout or "", exc.stderr or "", timeout, timed_out=True)
@@ -175,8 +197,14 @@ def prepare_case(root: Path, name: str, model_bytes: bytes, sidecars: dict[str, 
     for file_name, data in sidecars.items():
         (directory / file_name).write_bytes(data)
     (directory / "link_outside.bin").symlink_to(root / OUTSIDE_NAME)
-    return Case(root, directory, model, directory / "out", _snapshot(directory),
-                {s: _sentinel_state(s) for s in sentinels})
+    return Case(
+        root,
+        directory,
+        model,
+        directory / "out",
+        _snapshot(directory),
+        {s: _sentinel_state(s) for s in sentinels},
+    )
 
 
 def _checker_error(path: Path) -> str:
@@ -187,8 +215,9 @@ def _checker_error(path: Path) -> str:
     return ""
 
 
-def judge(result: RunResult, case: Case, output: Path | None, *,
-          onnx_output: bool = True) -> tuple[list[str], list[str]]:
+def judge(
+    result: RunResult, case: Case, output: Path | None, *, onnx_output: bool = True
+) -> tuple[list[str], list[str]]:
     """``(violations, notes)`` for one run; ``output`` is where a writing command writes.
 
     A note is a finding that is not a crash: an output written from an input that
@@ -233,7 +262,9 @@ def judge(result: RunResult, case: Case, output: Path | None, *,
                 if source_problem == problem:  # accepted with a warning; no new problem
                     notes.append(f"output fails onnx.checker, as does the input: {problem[:200]}")
                 elif source_problem:
-                    bad.append(f"output fails onnx.checker in a new way: {problem[:200]} (input: {source_problem[:200]})")
+                    bad.append(
+                        f"output fails onnx.checker in a new way: {problem[:200]} (input: {source_problem[:200]})"
+                    )
                 else:
                     bad.append(f"valid input gave an output onnx.checker rejects: {problem[:200]}")
     stray = [p for p in new if p not in expected_new or p.endswith(".tmp")]
@@ -273,20 +304,41 @@ class Tally:
             self.kinds[result.stderr.split(":", 2)[1].strip()[:40] if ":" in result.stderr else "?"] += 1
 
     def summary(self) -> str:
-        return (f"cases={self.cases} ok={self.clean_ok} clean_errors={self.clean_error} "
-                f"crashes={self.crashes} data_lost={self.data_lost} garbage_through={self.notes} "
-                f"max_seconds={self.max_seconds:.2f} max_rss_mb={self.max_rss_kb / 1024:.0f}")
+        return (
+            f"cases={self.cases} ok={self.clean_ok} clean_errors={self.clean_error} "
+            f"crashes={self.crashes} data_lost={self.data_lost} garbage_through={self.notes} "
+            f"max_seconds={self.max_seconds:.2f} max_rss_mb={self.max_rss_kb / 1024:.0f}"
+        )
 
 
 # --- one fuzz case, shared by the tests and scripts/fuzz_campaign.py ---------------------
 
-COMMAND_KINDS = ("insert", "insert_consumer", "list", "remove", "remove_identity", "api_insert", "api_list",
-                 "analyze", "show")
+COMMAND_KINDS = (
+    "insert",
+    "insert_consumer",
+    "list",
+    "remove",
+    "remove_identity",
+    "api_insert",
+    "api_list",
+    "analyze",
+    "show",
+)
 
 
-def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, bytes],
-             targets: tuple[str, ...], draw, *, structured: bool,
-             timeout: float = 20.0, mem_mb: int = 1024, kinds: tuple[str, ...] = COMMAND_KINDS) -> tuple[str, RunResult, list[str], list[str]]:
+def fuzz_one(
+    server: ForkServer,
+    root: Path,
+    name: str,
+    seed_files: dict[str, bytes],
+    targets: tuple[str, ...],
+    draw,
+    *,
+    structured: bool,
+    timeout: float = 20.0,
+    mem_mb: int = 1024,
+    kinds: tuple[str, ...] = COMMAND_KINDS,
+) -> tuple[str, RunResult, list[str], list[str]]:
     """Mutate one seed, run one command on it, judge it: ``(label, result, bad, notes)``."""
     from rel_mutate import mutate_bytes, mutate_model
 
@@ -305,11 +357,28 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
     case = prepare_case(root, name, model_bytes, files)
     kind = draw.choice(kinds)
     target = draw.choice(targets)
-    out = draw.choice((case.out_dir / "out.onnx", case.directory / "out.onnx", case.out_dir / "out.onnx",
-                       case.directory / "weights.bin", case.directory / "model.onnx"))
+    out = draw.choice(
+        (
+            case.out_dir / "out.onnx",
+            case.directory / "out.onnx",
+            case.out_dir / "out.onnx",
+            case.directory / "weights.bin",
+            case.directory / "model.onnx",
+        )
+    )
     argv = {
         "insert": ["insert", "model.onnx", "--at", target, "-o", str(out)],
-        "insert_consumer": ["insert", "model.onnx", "--at", target, "--consumer", "mm2", "-o", str(out), "--json"],
+        "insert_consumer": [
+            "insert",
+            "model.onnx",
+            "--at",
+            target,
+            "--consumer",
+            "mm2",
+            "-o",
+            str(out),
+            "--json",
+        ],
         "list": ["list", "model.onnx", "--json"],
         "remove": ["remove", "model.onnx", "-o", str(out)],
         "remove_identity": ["remove", "model.onnx", "--to-identity", "-o", str(out)],
@@ -319,12 +388,19 @@ def fuzz_one(server: ForkServer, root: Path, name: str, seed_files: dict[str, by
     }.get(kind, [])
     api = None
     if kind.startswith("api_"):
-        if out == case.model:  # save_model is the API's low-level writer: over the input is the caller's choice
+        if (
+            out == case.model
+        ):  # save_model is the API's low-level writer: over the input is the caller's choice
             out = case.out_dir / "out.onnx"
         api = {"op": kind[4:], "model": str(case.model), "at": [target], "out": str(out)}
     result = server.run(argv, case.directory, timeout=timeout, mem_mb=mem_mb, watch=case.watch, api=api)
-    written = {"list": None, "api_list": None, "analyze": None, "show": out.with_suffix(".dot"),
-               "artifacts": out.with_suffix("") / "training_model.onnx"}.get(kind, out)
+    written = {
+        "list": None,
+        "api_list": None,
+        "analyze": None,
+        "show": out.with_suffix(".dot"),
+        "artifacts": out.with_suffix("") / "training_model.onnx",
+    }.get(kind, out)
     bad, notes = judge(result, case, written, onnx_output=kind != "show")
     if not bad:
         shutil.rmtree(case.directory, ignore_errors=True)

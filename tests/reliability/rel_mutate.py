@@ -17,13 +17,13 @@ from onnx import AttributeProto, TensorProto
 from onnx_stopgrad._names import DOMAIN, OP_TYPE
 
 __all__ = [
+    "OUTSIDE_NAME",
+    "STRUCTURE_MUTATIONS",
     "Draw",
-    "RandomDraw",
     "HypothesisDraw",
+    "RandomDraw",
     "mutate_bytes",
     "mutate_model",
-    "STRUCTURE_MUTATIONS",
-    "OUTSIDE_NAME",
 ]
 
 T = TypeVar("T")
@@ -77,6 +77,7 @@ class HypothesisDraw:
 
 # --- raw bytes --------------------------------------------------------------------------
 
+
 def mutate_bytes(data: bytes, draw: Draw, rounds: int | None = None) -> bytes:
     """Flip, truncate, insert, delete, duplicate or overwrite bytes of ``data``."""
     buf = bytearray(data)
@@ -101,6 +102,7 @@ def mutate_bytes(data: bytes, draw: Draw, rounds: int | None = None) -> bytes:
 
 
 # --- structure-aware ----------------------------------------------------------------------
+
 
 def _all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     graphs = [graph]
@@ -188,7 +190,11 @@ def _huge_dim(model: onnx.ModelProto, draw: Draw) -> None:
     candidates = [v for v in values if v.type.HasField("tensor_type")]
     if candidates and draw.int(0, 2):
         shape = draw.choice(candidates).type.tensor_type.shape
-        dim = shape.dim.add() if not shape.dim or not draw.int(0, 2) else shape.dim[draw.int(0, len(shape.dim) - 1)]
+        dim = (
+            shape.dim.add()
+            if not shape.dim or not draw.int(0, 2)
+            else shape.dim[draw.int(0, len(shape.dim) - 1)]
+        )
         dim.dim_value = draw.choice(_HUGE_DIMS)
     elif graph.initializer:
         tensor = graph.initializer[draw.int(0, len(graph.initializer) - 1)]
@@ -288,7 +294,9 @@ def _attribute(model: onnx.ModelProto, draw: Draw) -> None:
         attr = node.attribute.add(name=draw.choice(("body", "then_branch", "axis", "")))
         attr.type = draw.choice((AttributeProto.GRAPH, AttributeProto.GRAPHS, AttributeProto.TENSOR))
         if attr.type == AttributeProto.GRAPH:
-            attr.g.node.add(op_type="Identity", input=[draw.choice(_tensor_names(model.graph))], output=["sub_out"])
+            attr.g.node.add(
+                op_type="Identity", input=[draw.choice(_tensor_names(model.graph))], output=["sub_out"]
+            )
             attr.g.output.add(name="sub_out")
 
 

@@ -11,8 +11,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 from rel_mutate import RandomDraw, mutate_bytes
 
 from onnx_stopgrad.errors import StopGradError

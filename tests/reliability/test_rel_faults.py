@@ -23,9 +23,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
 from rel_corpus import finish
-from rel_harness import REPO, _env, run_real_cli
+from rel_harness import _env, run_real_cli
 
 from onnx_stopgrad._io import load_model, save_model
 from onnx_stopgrad.errors import ModelSaveError
@@ -36,9 +35,11 @@ _SIDE = 5000  # a 5000 x 5000 float32 weight: 100 MB
 def _big_model() -> onnx.ModelProto:
     weight = np.random.default_rng(0).standard_normal((_SIDE, _SIDE), dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
-         helper.make_node("Relu", ["h"], ["r"], name="relu"),
-         helper.make_node("Neg", ["r"], ["y"], name="neg")],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("Neg", ["r"], ["y"], name="neg"),
+        ],
         "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, _SIDE])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, _SIDE])],
@@ -56,8 +57,13 @@ def _sha(path: Path) -> str:
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "onnx_stopgrad", *argv], cwd=str(cwd), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "onnx_stopgrad", *argv],
+        cwd=str(cwd),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +73,13 @@ def big_dir(tmp_path_factory) -> Path:
     (directory / "inline").mkdir()
     (directory / "inline" / "model.onnx").write_bytes(model.SerializeToString())
     (directory / "external").mkdir()
-    onnx.save(model, str(directory / "external" / "model.onnx"), save_as_external_data=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(directory / "external" / "model.onnx"),
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     return directory
 
 
@@ -124,10 +135,14 @@ def test_sigkill_while_writing_never_leaves_a_truncated_output(big_dir, tmp_path
 
 def test_disk_full_while_writing_is_clean(tmp_path, monkeypatch) -> None:
     """ENOSPC from the OS while writing: one clean error, no temp file, old output kept."""
-    model = finish(helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]))
+    model = finish(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        )
+    )
     out = tmp_path / "out.onnx"
     out.write_bytes(b"previous complete output")
     real_fsync = os.fsync
@@ -150,11 +165,15 @@ def test_disk_full_while_copying_external_data_is_clean(tmp_path, monkeypatch) -
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir(), dst.mkdir()
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "W"], ["y"])], "g",
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])],
-        [numpy_helper.from_array(weight, "W")])
-    onnx.save(finish(graph), str(src / "m.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+        [numpy_helper.from_array(weight, "W")],
+    )
+    onnx.save(
+        finish(graph), str(src / "m.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0
+    )
     proto, source_dir = load_model(src / "m.onnx")
 
     def copy_then_fail(source, target, *args, **kwargs):
@@ -171,8 +190,9 @@ def test_disk_full_while_copying_external_data_is_clean(tmp_path, monkeypatch) -
 def _mount_tmpfs(directory: Path, options: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -188,8 +208,12 @@ def test_real_full_disk_gives_one_line_and_nothing_partial(tmp_path, big_dir) ->
         pytest.skip("cannot mount a tmpfs here (needs root); the ENOSPC tests above cover it")
     try:
         for layout in ("inline", "external"):
-            result = run_real_cli(["insert", "model.onnx", "--at", "r", "-o", str(mount / "out.onnx")],
-                                  big_dir / layout, timeout=120, mem_mb=8192)
+            result = run_real_cli(
+                ["insert", "model.onnx", "--at", "r", "-o", str(mount / "out.onnx")],
+                big_dir / layout,
+                timeout=120,
+                mem_mb=8192,
+            )
             assert result.rc == 1, result.stderr
             assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
             assert "Traceback" not in result.stderr
@@ -208,8 +232,12 @@ def test_read_only_output_directory_gives_one_line(tmp_path, big_dir) -> None:
             pytest.skip("root without mount: cannot make a read-only directory")
         out_dir.chmod(0o555)
     try:
-        result = run_real_cli(["insert", "model.onnx", "--at", "r", "-o", str(out_dir / "out.onnx")],
-                              big_dir / "external", timeout=120, mem_mb=8192)
+        result = run_real_cli(
+            ["insert", "model.onnx", "--at", "r", "-o", str(out_dir / "out.onnx")],
+            big_dir / "external",
+            timeout=120,
+            mem_mb=8192,
+        )
         assert result.rc == 1
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         assert list(out_dir.iterdir()) == []
@@ -222,18 +250,23 @@ def test_read_only_output_directory_gives_one_line(tmp_path, big_dir) -> None:
 
 # --- generate_artifacts failing half-way ---------------------------------------------------
 
+
 def _no_gradient_model(op: str) -> onnx.ModelProto:
     """MatMul(W) -> ``op`` (ORT 1.19 has no gradient builder for it) -> Add(b)."""
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
-         helper.make_node(op, ["h"], ["r"], name="no_grad_node"),
-         helper.make_node("Add", ["r", "b"], ["y"], name="add")],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+            helper.make_node(op, ["h"], ["r"], name="no_grad_node"),
+            helper.make_node("Add", ["r", "b"], ["y"], name="add"),
+        ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
-        [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
-         numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W"),
+            numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b"),
+        ],
     )
     return finish(graph)
 
@@ -277,13 +310,23 @@ def test_failed_external_copy_leaves_no_copied_files(tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir(), dst.mkdir()
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "A"], ["s"]), helper.make_node("Add", ["s", "B"], ["y"])], "g",
+        [helper.make_node("Add", ["x", "A"], ["s"]), helper.make_node("Add", ["s", "B"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
-        [numpy_helper.from_array(np.ones(8, np.float32), "A"), numpy_helper.from_array(np.ones(8, np.float32), "B")])
+        [
+            numpy_helper.from_array(np.ones(8, np.float32), "A"),
+            numpy_helper.from_array(np.ones(8, np.float32), "B"),
+        ],
+    )
     model = finish(graph)
-    onnx.save(model, str(src / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
-              size_threshold=0)
+    onnx.save(
+        model,
+        str(src / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+    )
     proto, source_dir = load_model(src / "m.onnx")
     (src / "B").unlink()
     with pytest.raises(ModelSaveError, match="nothing was written"):
@@ -323,16 +366,22 @@ def test_sigkill_during_in_place_rewrite_keeps_a_complete_model(big_dir, tmp_pat
 
 # --- train: SIGKILL while the checkpoint is written -------------------------------------------
 
+
 def _wide_model() -> onnx.ModelProto:
     """x[32, 2048] -> MatMul W[2048, 2048] (16 MiB) -> Add b -> y: a checkpoint worth killing."""
     rng = np.random.default_rng(1)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Add", ["h", "b"], ["y"], name="add")],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+            helper.make_node("Add", ["h", "b"], ["y"], name="add"),
+        ],
         "wide",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 2048])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 2048])],
-        [numpy_helper.from_array((rng.standard_normal((2048, 2048)) * 0.01).astype(np.float32), "W"),
-         numpy_helper.from_array(np.zeros(2048, np.float32), "b")],
+        [
+            numpy_helper.from_array((rng.standard_normal((2048, 2048)) * 0.01).astype(np.float32), "W"),
+            numpy_helper.from_array(np.zeros(2048, np.float32), "b"),
+        ],
     )
     return finish(graph)
 
@@ -353,10 +402,17 @@ def test_sigkill_while_train_saves_the_checkpoint_keeps_a_loadable_one(tmp_path)
     api = pytest.importorskip("onnxruntime.training.api")
     (tmp_path / "wide.onnx").write_bytes(_wide_model().SerializeToString())
     rng = np.random.default_rng(2)
-    np.savez(tmp_path / "data.npz", x=rng.standard_normal((64, 2048)).astype(np.float32),
-             target=rng.standard_normal((64, 2048)).astype(np.float32))
-    built = run_real_cli(["artifacts", "wide.onnx", "-o", "art", "--loss", "mse", "--optimizer", "sgd"],
-                         tmp_path, timeout=300, mem_mb=16384)
+    np.savez(
+        tmp_path / "data.npz",
+        x=rng.standard_normal((64, 2048)).astype(np.float32),
+        target=rng.standard_normal((64, 2048)).astype(np.float32),
+    )
+    built = run_real_cli(
+        ["artifacts", "wide.onnx", "-o", "art", "--loss", "mse", "--optimizer", "sgd"],
+        tmp_path,
+        timeout=300,
+        mem_mb=16384,
+    )
     assert built.rc == 0, built.stderr
     pristine = tmp_path / "art"
     old = _sha(pristine / "checkpoint")
@@ -387,7 +443,9 @@ def test_artifacts_never_overwrite_the_input_model(tmp_path, name) -> None:
     model = tmp_path / name
     model.write_bytes(_no_gradient_model("Relu").SerializeToString())
     before = _sha(model)
-    result = run_real_cli(["artifacts", name, "-o", ".", "--loss", "mse"], tmp_path, timeout=180, mem_mb=16384)
+    result = run_real_cli(
+        ["artifacts", name, "-o", ".", "--loss", "mse"], tmp_path, timeout=180, mem_mb=16384
+    )
     assert "Traceback" not in result.stderr
     assert _sha(model) == before, "the input model was overwritten"
     assert result.rc == 1 and result.stderr.startswith("error: ")
@@ -397,7 +455,9 @@ def test_artifacts_never_overwrite_the_input_model(tmp_path, name) -> None:
 def test_export_never_overwrites_its_artifacts(tmp_path) -> None:
     pytest.importorskip("onnxruntime.training")
     (tmp_path / "m.onnx").write_bytes(_no_gradient_model("Relu").SerializeToString())
-    built = run_real_cli(["artifacts", "m.onnx", "-o", "art", "--loss", "mse"], tmp_path, timeout=180, mem_mb=16384)
+    built = run_real_cli(
+        ["artifacts", "m.onnx", "-o", "art", "--loss", "mse"], tmp_path, timeout=180, mem_mb=16384
+    )
     assert built.rc == 0, built.stderr
     before = {p.name: _sha(p) for p in (tmp_path / "art").iterdir()}
     for name in ("eval_model.onnx", "training_model.onnx", "checkpoint"):

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from rel_harness import Tally, fuzz_one, judge, prepare_case, run_real_cli
 from rel_mutate import HypothesisDraw, RandomDraw, mutate_bytes
 
@@ -27,7 +26,11 @@ _SETTINGS = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
 )
 _counter = itertools.count()
 
@@ -41,7 +44,12 @@ def _fuzz(forkserver, corpus, seeds, fuzz_root, data, structured: bool, tally: T
     draw = HypothesisDraw(data)
     entry = draw.choice(corpus)
     label, result, bad, notes = fuzz_one(
-        forkserver, fuzz_root, f"c{next(_counter)}", seeds[entry.name], entry.targets, draw,
+        forkserver,
+        fuzz_root,
+        f"c{next(_counter)}",
+        seeds[entry.name],
+        entry.targets,
+        draw,
         structured=structured,
     )
     tally.add(label, result, bad, notes)
@@ -71,7 +79,12 @@ def test_fuzz_figures(forkserver, corpus, seeds, fuzz_root, capsys) -> None:
         for index in range(20):
             entry = rng.choice(corpus)
             label, result, bad, notes = fuzz_one(
-                forkserver, fuzz_root, f"f{index}", seeds[entry.name], entry.targets, RandomDraw(rng),
+                forkserver,
+                fuzz_root,
+                f"f{index}",
+                seeds[entry.name],
+                entry.targets,
+                RandomDraw(rng),
                 structured=True,
             )
             _TALLIES["structure"].add(label, result, bad, notes)
@@ -91,7 +104,12 @@ def test_models_the_checker_rejects_give_outputs_no_less_valid(forkserver, corpu
     for index in range(60):
         entry = rng.choice(corpus)
         _, result, bad, notes = fuzz_one(
-            forkserver, fuzz_root, f"g{index}", seeds[entry.name], entry.targets, RandomDraw(rng),
+            forkserver,
+            fuzz_root,
+            f"g{index}",
+            seeds[entry.name],
+            entry.targets,
+            RandomDraw(rng),
             structured=True,
         )
         assert not bad, bad
@@ -108,7 +126,11 @@ def test_real_subprocess_runs_end_cleanly(corpus, seeds, fuzz_root) -> None:
         model = mutate_bytes(files.pop("model.onnx"), RandomDraw(rng))
         case = prepare_case(fuzz_root, f"real{index}", model, files)
         out = case.out_dir / "out.onnx"
-        result = run_real_cli(["insert", "model.onnx", "--at", entry.targets[0], "-o", str(out)],
-                              case.directory, timeout=60, mem_mb=3072)
+        result = run_real_cli(
+            ["insert", "model.onnx", "--at", entry.targets[0], "-o", str(out)],
+            case.directory,
+            timeout=60,
+            mem_mb=3072,
+        )
         bad, _ = judge(result, case, out)
         assert not bad, bad

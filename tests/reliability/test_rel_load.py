@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from rel_harness import REPO, _env
 
 pytest.importorskip("onnxruntime")
@@ -19,8 +18,13 @@ pytest.importorskip("psutil")
 
 
 def _campaign(*args: str) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "load_campaign.py"), "--json", *args],
-                          capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "load_campaign.py"), "--json", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

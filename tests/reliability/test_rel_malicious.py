@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import AttributeProto, TensorProto, helper, numpy_helper
-
-from rel_corpus import CorpusModel, finish, write_model
+from onnx import AttributeProto, TensorProto, helper
+from rel_corpus import CorpusModel, write_model
 from rel_harness import Case, ForkServer, RunResult, judge, prepare_case, run_real_cli
 from rel_mutate import OUTSIDE_NAME
 
@@ -30,17 +28,20 @@ def _argv(command: str, target: str, out: Path) -> list[str]:
     return ["list", "model.onnx", "--json"]
 
 
-def _run(server: ForkServer, case: Case, command: str, target: str = "h1r",
-         mem_mb: int = 1024) -> tuple[RunResult, list[str]]:
+def _run(
+    server: ForkServer, case: Case, command: str, target: str = "h1r", mem_mb: int = 1024
+) -> tuple[RunResult, list[str]]:
     out = case.out_dir / "out.onnx"
-    result = server.run(_argv(command, target, out), case.directory, timeout=30, mem_mb=mem_mb,
-                        watch=case.watch)
+    result = server.run(
+        _argv(command, target, out), case.directory, timeout=30, mem_mb=mem_mb, watch=case.watch
+    )
     bad, _ = judge(result, case, None if command == "list" else out)
     return result, bad
 
 
-def _assert_refused(server: ForkServer, case: Case, command: str, target: str = "h1r",
-                    mem_mb: int = 1024) -> RunResult:
+def _assert_refused(
+    server: ForkServer, case: Case, command: str, target: str = "h1r", mem_mb: int = 1024
+) -> RunResult:
     result, bad = _run(server, case, command, target, mem_mb)
     assert not bad, bad
     assert result.rc == 1, f"{command} accepted a malicious model: {result.stdout[:300]}"
@@ -60,6 +61,7 @@ def _case(tmp_path: Path, model: onnx.ModelProto, name: str = "case", **sidecars
 
 # --- broken graphs -----------------------------------------------------------------------
 
+
 def _cycle(model: onnx.ModelProto) -> None:
     model.graph.node[0].input[0] = "y"  # mm1 reads the graph output: y -> ... -> y
 
@@ -77,8 +79,13 @@ def _duplicate_initializer(model: onnx.ModelProto) -> None:
     extra.CopyFrom(model.graph.initializer[0])  # a second "W1"
 
 
-BROKEN = {"cycle": _cycle, "dangling": _dangling, "two_producers": _two_producers,
-          "duplicate_initializer": _duplicate_initializer}
+BROKEN = {
+    "cycle": _cycle,
+    "dangling": _dangling,
+    "two_producers": _two_producers,
+    "duplicate_initializer": _duplicate_initializer,
+}
+
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("breakage", sorted(BROKEN))
@@ -91,6 +98,7 @@ def test_broken_graph_is_refused(forkserver, corpus, tmp_path, breakage, command
 
 
 # --- deep nesting ------------------------------------------------------------------------
+
 
 def _nested(depth: int) -> onnx.ModelProto:
     """``depth`` If nodes, each inside the previous one's then-branch (built without copies:
@@ -139,6 +147,7 @@ def test_api_on_a_proto_nested_deep_raises_no_recursion_error(depth: int) -> Non
 
 # --- absurd sizes ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_dimension_of_two_to_the_62_stays_small(forkserver, corpus, tmp_path, command) -> None:
     """A shape claiming 2^62 elements must never be allocated: clean outcome in 512 MiB."""
@@ -152,6 +161,7 @@ def test_dimension_of_two_to_the_62_stays_small(forkserver, corpus, tmp_path, co
 
 
 # --- external data outside the model directory -------------------------------------------
+
 
 def _external_mlp(corpus: list[CorpusModel], tmp_path: Path) -> tuple[onnx.ModelProto, bytes]:
     entry = next(e for e in corpus if e.name == "mlp_external")
@@ -178,7 +188,9 @@ def _locations(root: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("kind", sorted(_locations(Path("/x"))))
-def test_external_data_outside_is_refused_and_never_opened(forkserver, corpus, tmp_path, kind, command) -> None:
+def test_external_data_outside_is_refused_and_never_opened(
+    forkserver, corpus, tmp_path, kind, command
+) -> None:
     model, weights = _external_mlp(corpus, tmp_path)
     location = _locations(tmp_path)[kind]
     tensor = model.graph.initializer[0]
@@ -204,8 +216,9 @@ def test_output_side_symlink_does_not_write_outside(corpus, tmp_path) -> None:
     model = onnx.ModelProto()
     model.CopyFrom(entry.proto)
     (src / "sub").mkdir()
-    onnx.save(model, str(src / "model.onnx"), save_as_external_data=True, location="sub/w.bin",
-              size_threshold=0)
+    onnx.save(
+        model, str(src / "model.onnx"), save_as_external_data=True, location="sub/w.bin", size_threshold=0
+    )
     outside = tmp_path / "outside"
     outside.mkdir()
     out_dir = tmp_path / "out"
@@ -258,12 +271,17 @@ def test_names_that_are_not_utf8_are_refused(forkserver, corpus, tmp_path, comma
     if command in COMMANDS:
         result, bad = _run(forkserver, case, command, target="h2")
     else:
-        argv = {"analyze": ["analyze", "model.onnx", "--static"],
-                "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")],
-                "artifacts": ["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"]}[command]
+        argv = {
+            "analyze": ["analyze", "model.onnx", "--static"],
+            "show": ["show", "model.onnx", "-o", str(case.out_dir / "g.dot")],
+            "artifacts": ["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"],
+        }[command]
         result = forkserver.run(argv, case.directory, watch=case.watch, timeout=120, mem_mb=4096)
-        written = {"analyze": None, "show": case.out_dir / "g.dot",
-                   "artifacts": case.out_dir / "art" / "training_model.onnx"}[command]
+        written = {
+            "analyze": None,
+            "show": case.out_dir / "g.dot",
+            "artifacts": case.out_dir / "art" / "training_model.onnx",
+        }[command]
         bad, _ = judge(result, case, written, onnx_output=command == "artifacts")
     assert not bad, bad
 
@@ -303,10 +321,20 @@ def test_analyze_error_is_one_line_even_when_shape_inference_fails(forkserver, c
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("key,value", [("length", str(2**40)), ("length", "-5"), ("offset", "abc"),
-                                       ("offset", str(2**62)), ("location", "missing.bin"),
-                                       ("location", "x" * 5000)])
-def test_artifacts_with_hostile_offset_or_length_is_one_line(forkserver, corpus, tmp_path, key, value) -> None:
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("length", str(2**40)),
+        ("length", "-5"),
+        ("offset", "abc"),
+        ("offset", str(2**62)),
+        ("location", "missing.bin"),
+        ("location", "x" * 5000),
+    ],
+)
+def test_artifacts_with_hostile_offset_or_length_is_one_line(
+    forkserver, corpus, tmp_path, key, value
+) -> None:
     pytest.importorskip("onnxruntime.training")
     model, weights = _external_mlp(corpus, tmp_path)
     tensor = model.graph.initializer[0]
@@ -314,24 +342,32 @@ def test_artifacts_with_hostile_offset_or_length_is_one_line(forkserver, corpus,
     entry.value = value
     case = _case(tmp_path, model, **{"weights.bin": weights})
     out = case.out_dir / "art"
-    result = forkserver.run(["artifacts", "model.onnx", "-o", str(out), "--loss", "mse"], case.directory,
-                            timeout=120, mem_mb=4096, watch=case.watch)
+    result = forkserver.run(
+        ["artifacts", "model.onnx", "-o", str(out), "--loss", "mse"],
+        case.directory,
+        timeout=120,
+        mem_mb=4096,
+        watch=case.watch,
+    )
     bad, _ = judge(result, case, None)
     assert result.rc == 1 and not bad, bad
     assert not out.exists()
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", " 12", "-0", "0x10", "1e3", ""])
-def test_external_data_offset_that_is_not_a_plain_number_is_refused(forkserver, corpus, tmp_path, value) -> None:
+def test_external_data_offset_that_is_not_a_plain_number_is_refused(
+    forkserver, corpus, tmp_path, value
+) -> None:
     """'²'.isdigit() is True but int('²') raises: only ASCII digits are byte counts."""
     model, weights = _external_mlp(corpus, tmp_path)
     tensor = model.graph.initializer[0]
-    entry = next((e for e in tensor.external_data if e.key == "offset"), None) or tensor.external_data.add(key="offset")
+    entry = next((e for e in tensor.external_data if e.key == "offset"), None) or tensor.external_data.add(
+        key="offset"
+    )
     entry.value = value
     case = _case(tmp_path, model, **{"weights.bin": weights})
     result = _assert_refused(forkserver, case, "list")
     assert "offset" in result.stderr
-
 
 
 def test_analyze_on_a_loop_without_body_is_one_line(forkserver, corpus, tmp_path) -> None:
@@ -346,6 +382,7 @@ def test_analyze_on_a_loop_without_body_is_one_line(forkserver, corpus, tmp_path
 
 # --- an output named like the model's own external data ------------------------------------
 
+
 @pytest.mark.parametrize("output", ["weights.bin", "./weights.bin", "out/weights.bin", "link_to_weights.bin"])
 def test_output_over_the_models_external_data_is_refused(forkserver, corpus, tmp_path, output) -> None:
     """Found in review: ``insert model.onnx -o weights.bin`` replaced the input's weights."""
@@ -353,8 +390,9 @@ def test_output_over_the_models_external_data_is_refused(forkserver, corpus, tmp
     case = _case(tmp_path, model, **{"weights.bin": weights})
     (case.directory / "link_to_weights.bin").symlink_to("weights.bin")
     case.before = {**case.before, "link_to_weights.bin": "link:weights.bin"}
-    result = forkserver.run(["insert", "model.onnx", "--at", "h1b", "-o", output], case.directory,
-                            watch=case.watch)
+    result = forkserver.run(
+        ["insert", "model.onnx", "--at", "h1b", "-o", output], case.directory, watch=case.watch
+    )
     bad, _ = judge(result, case, None)
     assert not bad, bad
     assert result.rc == 1 and "external data" in result.stderr
@@ -368,7 +406,12 @@ def test_artifacts_external_tensor_with_non_utf8_name_is_one_line(forkserver, co
     data = model.SerializeToString().replace(b"B\x02W2", b"B\x02\xfb2")
     assert data != model.SerializeToString()
     case = prepare_case(tmp_path, "ext_utf8", data, {"weights.bin": weights})
-    result = forkserver.run(["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"],
-                            case.directory, watch=case.watch, timeout=120, mem_mb=4096)
+    result = forkserver.run(
+        ["artifacts", "model.onnx", "-o", str(case.out_dir / "art"), "--loss", "mse"],
+        case.directory,
+        watch=case.watch,
+        timeout=120,
+        mem_mb=4096,
+    )
     bad, _ = judge(result, case, None)
     assert not bad, bad

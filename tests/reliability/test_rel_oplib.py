@@ -9,7 +9,6 @@ and inside the graph (aliased, zero copy), followed by Identity.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -34,11 +33,14 @@ def _model(elem_type: int, internal: bool, op: str = OP_TYPE) -> bytes:
     if internal:
         nodes.append(helper.make_node("Identity", ["s"], ["y"], name="after"))
     graph = helper.make_graph(
-        nodes, "odd", [helper.make_tensor_value_info("x", elem_type, None)],
+        nodes,
+        "odd",
+        [helper.make_tensor_value_info("x", elem_type, None)],
         [helper.make_tensor_value_info("y", elem_type, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, OPSET_VERSION)]
+    )
     model.ir_version = 10
     return model.SerializeToString()
 
@@ -51,8 +53,9 @@ def _run(elem_type: int, internal: bool, x: np.ndarray, op: str = OP_TYPE) -> np
 
     key = (elem_type, internal, op)
     if key not in _SESSIONS:
-        _SESSIONS[key] = ort.InferenceSession(_model(elem_type, internal, op), session_options(),
-                                              providers=["CPUExecutionProvider"])
+        _SESSIONS[key] = ort.InferenceSession(
+            _model(elem_type, internal, op), session_options(), providers=["CPUExecutionProvider"]
+        )
     return _SESSIONS[key].run(None, {"x": x})[0]
 
 

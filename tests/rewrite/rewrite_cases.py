@@ -24,7 +24,7 @@ class StopGradient(OpRun):
 
     op_domain = DOMAIN
 
-    def _run(self, x):  # noqa: D401
+    def _run(self, x):
         return (x,)
 
 
@@ -67,7 +67,9 @@ def if_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["x"], ["h"], name="relu"),
         helper.make_node("ReduceSum", ["h"], ["s"], name="sum", keepdims=0),
         helper.make_node("Greater", ["s", "zero"], ["cond"], name="greater"),
-        helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=else_graph),
+        helper.make_node(
+            "If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=else_graph
+        ),
         helper.make_node("Add", ["branch", "h"], ["y"], name="add"),
     ]
     zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")

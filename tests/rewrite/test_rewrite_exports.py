@@ -8,12 +8,11 @@ tensor is ``.detach()``-ed.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
+from rewrite_cases import assert_same_outputs, check, is_toposorted, stop_nodes
 
 from onnx_stopgrad import insert_stop_gradient, list_stop_gradients, remove_stop_gradient
-from rewrite_cases import assert_same_outputs, check, is_toposorted, stop_nodes
 
 torch = pytest.importorskip("torch")
 
@@ -39,7 +38,9 @@ class SmallEncoder(torch.nn.Module):
         super().__init__()
         self.embed = torch.nn.Linear(6, 16)
         layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-        self.layers = torch.nn.ModuleList([layer, torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)])
+        self.layers = torch.nn.ModuleList(
+            [layer, torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)]
+        )
         self.out = torch.nn.Linear(16, 3)
         self.detach_after_layer0 = False
 
@@ -59,7 +60,13 @@ def _export(module, example, path) -> onnx.ModelProto:
             param.normal_(0.0, 0.3)
     module.eval()
     torch.onnx.export(
-        module, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"], do_constant_folding=False
+        module,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        do_constant_folding=False,
     )
     model = onnx.load(str(path))
     model.ir_version = min(model.ir_version, 10)

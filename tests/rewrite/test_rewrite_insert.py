@@ -5,9 +5,6 @@ from __future__ import annotations
 import onnx
 import pytest
 from onnx import helper
-
-from onnx_stopgrad import DOMAIN, OPSET_VERSION, insert_stop_gradient
-from onnx_stopgrad.errors import TensorNotFoundError
 from rewrite_cases import (
     assert_same_outputs,
     chain_model,
@@ -17,6 +14,9 @@ from rewrite_cases import (
     stop_nodes,
     vi,
 )
+
+from onnx_stopgrad import DOMAIN, OPSET_VERSION, insert_stop_gradient
+from onnx_stopgrad.errors import TensorNotFoundError
 
 
 def _inputs_of(model: onnx.ModelProto, node_name: str) -> list[str]:
@@ -50,7 +50,9 @@ def test_value_info_opset_doc_and_metadata():
     infos = {v.name: v for v in model.graph.value_info}
     assert infos["a_stopgrad"].type == infos["b"].type  # dtype and shape carried over
     assert infos["b_stopgrad"].type == infos["b"].type
-    assert [(o.domain, o.version) for o in model.opset_import if o.domain == DOMAIN] == [(DOMAIN, OPSET_VERSION)]
+    assert [(o.domain, o.version) for o in model.opset_import if o.domain == DOMAIN] == [
+        (DOMAIN, OPSET_VERSION)
+    ]
     assert model.doc_string == "chain"
     assert {p.key: p.value for p in model.metadata_props} == {"author": "tests"}
     assert next(n for n in model.graph.node if n.name == "add").doc_string == "the sum"
@@ -149,7 +151,9 @@ def test_names_collide_with_every_cheap_candidate():
 
 
 def test_unknown_tensor_suggests_close_names():
-    with pytest.raises(TensorNotFoundError, match=r"no tensor 'ab' in the model; did you mean ('a', 'b'|'b', 'a')\?"):
+    with pytest.raises(
+        TensorNotFoundError, match=r"no tensor 'ab' in the model; did you mean ('a', 'b'|'b', 'a')\?"
+    ):
         insert_stop_gradient(chain_model(), "ab")
     with pytest.raises(TensorNotFoundError, match="'mul' is a node, not a tensor; its outputs are 'b'"):
         insert_stop_gradient(chain_model(), "mul")
@@ -158,7 +162,9 @@ def test_unknown_tensor_suggests_close_names():
 def test_unknown_or_wrong_consumer():
     with pytest.raises(TensorNotFoundError, match="no node 'ad' .*'add'"):
         insert_stop_gradient(chain_model(), "a", consumers={"a": ["ad"]})
-    with pytest.raises(TensorNotFoundError, match="node 'relu' does not read tensor 'a'; its readers are: add, mul"):
+    with pytest.raises(
+        TensorNotFoundError, match="node 'relu' does not read tensor 'a'; its readers are: add, mul"
+    ):
         insert_stop_gradient(chain_model(), "a", consumers={"a": ["relu"]})
 
 

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from rewrite_cases import StopGradient
 
 from onnx_stopgrad.cli import main
-from rewrite_cases import StopGradient
 
 psutil = pytest.importorskip("psutil")
 
@@ -94,7 +94,13 @@ def test_over_2gb_of_external_data(large_dir: Path):
     ]  # same folder: references the same data, nothing copied
     stopped = onnx.load(str(out), load_external_data=False)
     onnx.checker.check_model(str(out), full_check=True, check_custom_domain=True)
-    assert [n.op_type for n in stopped.graph.node] == ["StopGradient", "Gather", "Mul", "StopGradient", "Relu"]
+    assert [n.op_type for n in stopped.graph.node] == [
+        "StopGradient",
+        "Gather",
+        "Mul",
+        "StopGradient",
+        "Relu",
+    ]
     (table,) = [t for t in stopped.graph.initializer if t.name == "W"]
     assert {e.key: e.value for e in table.external_data}["location"] == "weights.bin"
 

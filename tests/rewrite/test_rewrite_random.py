@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from rewrite_cases import assert_same_outputs, check, is_toposorted, make_model, stop_nodes, vi
 
 from onnx_stopgrad import insert_stop_gradient, remove_stop_gradient
-from rewrite_cases import assert_same_outputs, check, is_toposorted, make_model, stop_nodes, vi
 
 UNARY = ["Relu", "Neg", "Abs", "Sigmoid"]
 BINARY = ["Add", "Mul", "Sub"]
@@ -43,7 +43,9 @@ def test_random_graphs(seed: int):
         for name in node.input:
             readers.setdefault(name, []).append(node.name)
     targets = rng.sample(sorted(readers), k=rng.randint(1, len(readers)))
-    consumers = {t: rng.sample(readers[t], k=rng.randint(1, len(readers[t]))) for t in targets if rng.random() < 0.4}
+    consumers = {
+        t: rng.sample(readers[t], k=rng.randint(1, len(readers[t]))) for t in targets if rng.random() < 0.4
+    }
     model, report = insert_stop_gradient(source, targets, consumers)
     check(model)
     assert is_toposorted(model.graph)

@@ -15,12 +15,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
+from rewrite_cases import make_model
 
 from onnx_stopgrad import DOMAIN, OP_TYPE, insert_stop_gradient, list_stop_gradients, remove_stop_gradient
-from onnx_stopgrad.graph import MAX_DEPTH
 from onnx_stopgrad.errors import InvalidModelError
-
-from rewrite_cases import make_model
+from onnx_stopgrad.graph import MAX_DEPTH
 
 F = TensorProto.FLOAT
 
@@ -33,10 +32,16 @@ def _mlp() -> onnx.ModelProto:
         helper.make_node(OP_TYPE, ["r"], ["s"], name="stop", domain=DOMAIN),
         helper.make_node("Add", ["s", "b"], ["y"], name="add"),
     ]
-    weights = [numpy_helper.from_array(np.ones((2, 2), np.float32), "W"),
-               numpy_helper.from_array(np.ones(2, np.float32), "b")]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", F, [1, 2])],
-                       [helper.make_tensor_value_info("y", F, [1, 2])], weights)
+    weights = [
+        numpy_helper.from_array(np.ones((2, 2), np.float32), "W"),
+        numpy_helper.from_array(np.ones(2, np.float32), "b"),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", F, [1, 2])],
+        [helper.make_tensor_value_info("y", F, [1, 2])],
+        weights,
+    )
     model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return model
 
@@ -44,6 +49,7 @@ def _mlp() -> onnx.ModelProto:
 def _set_input(index: int, slot: int, name: str) -> Callable[[onnx.ModelProto], None]:
     def edit(model: onnx.ModelProto) -> None:
         model.graph.node[index].input[slot] = name
+
     return edit
 
 
@@ -60,6 +66,7 @@ def _second_output(model: onnx.ModelProto) -> None:
 def _tensor(edit: Callable[[onnx.TensorProto], None]) -> Callable[[onnx.ModelProto], None]:
     def apply(model: onnx.ModelProto) -> None:
         edit(model.graph.initializer[0])
+
     return apply
 
 
@@ -74,6 +81,7 @@ def _duplicate_input(model: onnx.ModelProto) -> None:
 def _set(field: str, value) -> Callable[[onnx.TensorProto], None]:
     def edit(tensor: onnx.TensorProto) -> None:
         setattr(tensor, field, value)
+
     return edit
 
 
@@ -89,18 +97,42 @@ def _float_data_short(tensor: onnx.TensorProto) -> None:
 # name -> (breakage, text the message must contain)
 BROKEN: dict[str, tuple[Callable[[onnx.ModelProto], None], str]] = {
     "dangling": (_set_input(1, 0, "nobody"), "node 'relu' of the main graph reads 'nobody', which no node"),
-    "cycle": (_set_input(0, 0, "y"), "node 'mm' of the main graph reads 'y', which only this or a later node"),
+    "cycle": (
+        _set_input(0, 0, "y"),
+        "node 'mm' of the main graph reads 'y', which only this or a later node",
+    ),
     "unsorted": (_swap_first_two, "node 'relu' of the main graph reads 'h', which only this or a later node"),
-    "self_loop": (_set_input(1, 0, "r"), "node 'relu' of the main graph reads 'r', which only this or a later"),
-    "two_producers": (lambda m: m.graph.node[3].output.__setitem__(0, "h"), "tensor 'h' of the main graph is defined twice"),
-    "output_is_initializer": (lambda m: m.graph.node[0].output.__setitem__(0, "b"), "tensor 'b' of the main graph is defined twice"),
-    "output_is_input": (lambda m: m.graph.node[1].output.__setitem__(0, "x"), "tensor 'x' of the main graph is defined twice"),
+    "self_loop": (
+        _set_input(1, 0, "r"),
+        "node 'relu' of the main graph reads 'r', which only this or a later",
+    ),
+    "two_producers": (
+        lambda m: m.graph.node[3].output.__setitem__(0, "h"),
+        "tensor 'h' of the main graph is defined twice",
+    ),
+    "output_is_initializer": (
+        lambda m: m.graph.node[0].output.__setitem__(0, "b"),
+        "tensor 'b' of the main graph is defined twice",
+    ),
+    "output_is_input": (
+        lambda m: m.graph.node[1].output.__setitem__(0, "x"),
+        "tensor 'x' of the main graph is defined twice",
+    ),
     "one_node_writes_twice": (_second_output, "node 'relu' of the main graph writes one tensor twice"),
     "duplicate_initializer": (_duplicate_initializer, "named 'b', like another one"),
     "duplicate_input": (_duplicate_input, "graph input 'x' of the main graph is declared twice"),
-    "output_undefined": (lambda m: setattr(m.graph.output[0], "name", "ghost"), "graph output 'ghost' is not"),
-    "raw_data_short": (_tensor(_set("raw_data", b"\0" * 12)), "initializer 'W' of the main graph has 12 bytes of raw_data; its shape and type need 16"),
-    "string_in_raw_data": (_tensor(_set("data_type", TensorProto.STRING)), "initializer 'W' of the main graph stores strings in raw_data"),
+    "output_undefined": (
+        lambda m: setattr(m.graph.output[0], "name", "ghost"),
+        "graph output 'ghost' is not",
+    ),
+    "raw_data_short": (
+        _tensor(_set("raw_data", b"\0" * 12)),
+        "initializer 'W' of the main graph has 12 bytes of raw_data; its shape and type need 16",
+    ),
+    "string_in_raw_data": (
+        _tensor(_set("data_type", TensorProto.STRING)),
+        "initializer 'W' of the main graph stores strings in raw_data",
+    ),
     "undefined_type": (_tensor(_set("data_type", TensorProto.UNDEFINED)), "has the element type UNDEFINED"),
     "negative_dim": (_tensor(_neg_dim), "has a negative dimension (-2)"),
     "float_data_short": (_tensor(_float_data_short), "has 3 values in float_data; its shape needs 4"),
@@ -138,12 +170,21 @@ def test_broken_model_is_refused_naming_the_culprit(breakage: str, call: str) ->
 
 # --- subgraphs ------------------------------------------------------------------------------
 
+
 def _if_model(branch_reads: str, late: bool = False) -> onnx.ModelProto:
     """``If`` whose then-branch reads ``branch_reads`` from the main graph."""
-    then = helper.make_graph([helper.make_node("Relu", [branch_reads], ["t"], name="inner")], "then", [],
-                             [helper.make_tensor_value_info("t", F, [2])])
-    other = helper.make_graph([helper.make_node("Identity", ["a"], ["e"], name="inner_e")], "else", [],
-                              [helper.make_tensor_value_info("e", F, [2])])
+    then = helper.make_graph(
+        [helper.make_node("Relu", [branch_reads], ["t"], name="inner")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", F, [2])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["e"], name="inner_e")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", F, [2])],
+    )
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="pre"),
         helper.make_node("If", ["c"], ["z"], name="if", then_branch=then, else_branch=other),
@@ -151,9 +192,14 @@ def _if_model(branch_reads: str, late: bool = False) -> onnx.ModelProto:
     ]
     if late:
         nodes[2].output[0] = "late"
-    return make_model(nodes, [helper.make_tensor_value_info("x", F, [2]),
-                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                      [helper.make_tensor_value_info("late", F, [2])])
+    return make_model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", F, [2]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("late", F, [2])],
+    )
 
 
 def test_subgraph_reading_an_earlier_outer_tensor_is_accepted() -> None:
@@ -164,13 +210,21 @@ def test_subgraph_reading_an_earlier_outer_tensor_is_accepted() -> None:
     onnx.checker.check_model(out)
 
 
-@pytest.mark.parametrize("name,why", [("late", "only this or a later node"), ("z", "only this or a later node"),
-                                       ("nowhere", "no node, graph input or initializer")])
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("late", "only this or a later node"),
+        ("z", "only this or a later node"),
+        ("nowhere", "no node, graph input or initializer"),
+    ],
+)
 def test_subgraph_reading_a_later_or_missing_outer_tensor_is_refused(name: str, why: str) -> None:
     model = _if_model(name)
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(model)
-    with pytest.raises(InvalidModelError, match=f"node 'inner' of subgraph if:then_branch reads '{name}', which {why}"):
+    with pytest.raises(
+        InvalidModelError, match=f"node 'inner' of subgraph if:then_branch reads '{name}', which {why}"
+    ):
         insert_stop_gradient(model, "a")
 
 
@@ -179,7 +233,9 @@ def test_subgraph_output_that_nothing_defines_is_refused() -> None:
     next(a for a in model.graph.node[1].attribute if a.name == "then_branch").g.output[0].name = "ghost"
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(model)
-    with pytest.raises(InvalidModelError, match=r"graph output 'ghost' is not .* \(subgraph if:then_branch\)"):
+    with pytest.raises(
+        InvalidModelError, match=r"graph output 'ghost' is not .* \(subgraph if:then_branch\)"
+    ):
         list_stop_gradients(model)
 
 
@@ -216,6 +272,7 @@ def test_deeper_nesting_is_refused_without_recursion_error(depth: int, call: str
 
 # --- names that are not UTF-8 -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("old", [b"stop", b"r", b"W", b"h"])
 @pytest.mark.parametrize("call", sorted(CALLS))
 def test_names_that_are_not_utf8_are_refused(old: bytes, call: str) -> None:
@@ -231,6 +288,7 @@ def test_names_that_are_not_utf8_are_refused(old: bytes, call: str) -> None:
 
 # --- the CLI: one line on failure, warnings after success --------------------------------------
 
+
 def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path) -> None:
     from onnx_stopgrad.cli import main
 
@@ -244,7 +302,9 @@ def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("fail,verbose", [(False, False), (True, False), (False, True), (True, True)])
-def test_cli_prints_library_warnings_only_after_success_or_with_verbose(tmp_path, monkeypatch, fail, verbose) -> None:
+def test_cli_prints_library_warnings_only_after_success_or_with_verbose(
+    tmp_path, monkeypatch, fail, verbose
+) -> None:
     from onnx_stopgrad.cli import main, rewrite
 
     onnx.save(_mlp(), tmp_path / "m.onnx")

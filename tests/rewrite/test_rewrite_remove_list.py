@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
-
-from onnx_stopgrad import DOMAIN, insert_stop_gradient, list_stop_gradients, remove_stop_gradient
-from onnx_stopgrad.errors import InvalidOptionError, TensorNotFoundError
-from onnx_stopgrad.passes import closest_names, select_tensors, tensor_names
 from rewrite_cases import (
     _run_plain_ort,
     assert_same_outputs,
@@ -19,6 +15,10 @@ from rewrite_cases import (
     stop_nodes,
     vi,
 )
+
+from onnx_stopgrad import DOMAIN, insert_stop_gradient, list_stop_gradients, remove_stop_gradient
+from onnx_stopgrad.errors import InvalidOptionError, TensorNotFoundError
+from onnx_stopgrad.passes import closest_names, select_tensors, tensor_names
 
 
 def test_remove_all_restores_the_original_graph():
@@ -58,9 +58,7 @@ def test_remove_to_identity_keeps_names():
 def test_stop_feeding_a_graph_output_becomes_identity():
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="relu"),
-        helper.make_node(
-            "StopGradient", ["a"], ["y"], name="stop", domain=DOMAIN
-        ),
+        helper.make_node("StopGradient", ["a"], ["y"], name="stop", domain=DOMAIN),
     ]
     model = make_model(nodes, [vi("x")], [vi("y")])
     model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
@@ -98,7 +96,12 @@ def test_list_reports_stops_and_frozen_parameters():
     assert list_stop_gradients(model).summary() == "no StopGradient nodes"
     # Stopping one of two reads leaves W1 partly blocked, still trained.
     partial, _ = insert_stop_gradient(
-        make_model(nodes + [helper.make_node("Add", ["h", "y"], ["z"], name="skip")], [vi("x")], [vi("z")], [weight, weight2]),
+        make_model(
+            nodes + [helper.make_node("Add", ["h", "y"], ["z"], name="skip")],
+            [vi("x")],
+            [vi("z")],
+            [weight, weight2],
+        ),
         "h",
         consumers={"h": ["head"]},
     )
@@ -117,4 +120,7 @@ def test_selection_helpers():
         select_tensors(model, [], ["("])
     stopped, _ = insert_stop_gradient(model, "a")
     assert "a_stopgrad" not in select_tensors(stopped, ["*"])  # stops are never re-selected
-    assert closest_names("/layer1/Relu_out", ["/layer2/Conv", "/layer1/Relu_output_0"])[0] == "/layer1/Relu_output_0"
+    assert (
+        closest_names("/layer1/Relu_out", ["/layer2/Conv", "/layer1/Relu_output_0"])[0]
+        == "/layer1/Relu_output_0"
+    )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
-
-from onnx_stopgrad import insert_stop_gradient, list_stop_gradients, remove_stop_gradient
 from rewrite_cases import (
     assert_same_outputs,
     check,
@@ -18,6 +16,8 @@ from rewrite_cases import (
     stop_nodes,
     vi,
 )
+
+from onnx_stopgrad import insert_stop_gradient, list_stop_gradients, remove_stop_gradient
 
 
 def _attr_graph(model: onnx.ModelProto, node_name: str, attr_name: str) -> onnx.GraphProto:
@@ -61,7 +61,9 @@ def test_tensor_inside_a_loop_body():
     assert report.inserted[0].graph == "loop:body"
     assert_same_outputs(source, model)
     listed = list_stop_gradients(model)
-    assert [(s.node, s.graph, s.consumers) for s in listed.stops] == [("w/StopGradient", "loop:body", ("body_mul",))]
+    assert [(s.node, s.graph, s.consumers) for s in listed.stops] == [
+        ("w/StopGradient", "loop:body", ("body_mul",))
+    ]
     restored, removal = remove_stop_gradient(model)
     assert removal.modified and restored.graph == source.graph
 
@@ -106,7 +108,9 @@ def test_scan_body():
         helper.make_node("Scan", ["init", "xs"], ["final", "ys"], name="scan", body=body, num_scan_inputs=1),
         helper.make_node("Add", ["final", "k"], ["y"], name="add"),
     ]
-    source = make_model(nodes, [vi("x", [3]), vi("init", [3]), vi("xs", [4, 3])], [vi("y", [3]), vi("ys", [4, 3])])
+    source = make_model(
+        nodes, [vi("x", [3]), vi("init", [3]), vi("xs", [4, 3])], [vi("y", [3]), vi("ys", [4, 3])]
+    )
     model, report = insert_stop_gradient(source, ["k", "sum"])
     check(model)
     scan_body = _attr_graph(model, "scan", "body")
@@ -120,7 +124,10 @@ def test_shadowed_name_in_a_subgraph_is_its_own_tensor():
     # The branch defines its own "h" (allowed by ORT/onnx only in odd models): stopping the
     # outer h must not rewire the inner one; both get their own stop.
     branch = helper.make_graph(
-        [helper.make_node("Neg", ["x"], ["g"], name="inner_neg"), helper.make_node("Abs", ["g"], ["o"], name="inner_abs")],
+        [
+            helper.make_node("Neg", ["x"], ["g"], name="inner_neg"),
+            helper.make_node("Abs", ["g"], ["o"], name="inner_abs"),
+        ],
         "b",
         [],
         [vi("o")],

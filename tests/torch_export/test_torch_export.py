@@ -12,14 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-from onnx.reference.op_run import OpRun  # noqa: E402
-from torch_export_cases import CASES, EXPORTERS, Case, build, needs_onnxscript  # noqa: E402
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+from torch_export_cases import CASES, EXPORTERS, Case, build, needs_onnxscript
 
-from onnx_stopgrad import torch as sg_torch  # noqa: E402
-from onnx_stopgrad._io import external_data_files  # noqa: E402
-from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION  # noqa: E402
-from onnx_stopgrad.errors import ModelSaveError, StopGradError  # noqa: E402
+from onnx_stopgrad import torch as sg_torch
+from onnx_stopgrad._io import external_data_files
+from onnx_stopgrad._names import DOMAIN, OP_TYPE, OPSET_VERSION
+from onnx_stopgrad.errors import ModelSaveError, StopGradError
 
 ORIGINALS = (torch.Tensor.detach, torch.Tensor.detach_, torch.detach)
 

@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime.training")
 
-from torch_export_cases import CASES, EXPORTERS, Case, build  # noqa: E402
+from torch_export_cases import CASES, EXPORTERS, Case, build
 
-from onnx_stopgrad import torch as sg_torch  # noqa: E402
-from onnx_stopgrad.training import generate_artifacts, load  # noqa: E402
+from onnx_stopgrad import torch as sg_torch
+from onnx_stopgrad.training import generate_artifacts, load
 
 pytestmark = pytest.mark.training
 
@@ -49,9 +49,9 @@ def test_ort_training_step_matches_pytorch(case: Case, exporter: str, tmp_path: 
     report = sg_torch.export(module, inputs, tmp_path / "model.onnx", dynamo=dynamo, verbose=False)
     reference_loss, reference_grads, updated = torch_step(module, inputs)
     expected_trainable = sorted(n for n, g in reference_grads.items() if g is not None)
-    assert all(
-        (g is None) == name.startswith(case.frozen_prefixes) for name, g in reference_grads.items()
-    ), "the case's frozen prefixes disagree with PyTorch"
+    assert all((g is None) == name.startswith(case.frozen_prefixes) for name, g in reference_grads.items()), (
+        "the case's frozen prefixes disagree with PyTorch"
+    )
 
     # The dynamo exporter stores some constants as float initializers; name the weights.
     frozen = sorted(n for n, g in reference_grads.items() if g is None)

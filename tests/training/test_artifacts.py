@@ -12,14 +12,14 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import onnx  # noqa: E402
-from training_cases import CASES, StopForExport, by_helper, detach, export_torchscript  # noqa: E402
-from training_reference import assert_same_artifacts, ort_run, torch_run  # noqa: E402
+import onnx
+from training_cases import CASES, StopForExport, by_helper, detach, export_torchscript
+from training_reference import assert_same_artifacts, ort_run, torch_run
 
-from onnx_stopgrad import DOMAIN, OP_TYPE  # noqa: E402
-from onnx_stopgrad.errors import ModelLoadError, TensorNotFoundError, TrainingError  # noqa: E402
-from onnx_stopgrad.training import (  # noqa: E402
-    _artifacts,  # noqa: E402
+from onnx_stopgrad import DOMAIN, OP_TYPE
+from onnx_stopgrad.errors import ModelLoadError, TensorNotFoundError, TrainingError
+from onnx_stopgrad.training import (
+    _artifacts,
     generate_artifacts,
     load,
 )

@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import onnx  # noqa: E402
-from artifact_counts import backward_nodes  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from training_cases import CASES, by_helper  # noqa: E402
-from training_reference import ort_without_stops  # noqa: E402
+import onnx
+from artifact_counts import backward_nodes
+from click.testing import CliRunner
+from training_cases import CASES, by_helper
+from training_reference import ort_without_stops
 
-from onnx_stopgrad import OP_TYPE  # noqa: E402
-from onnx_stopgrad.cli import main  # noqa: E402
+from onnx_stopgrad import OP_TYPE
+from onnx_stopgrad.cli import main
 
 pytestmark = pytest.mark.training
 
@@ -112,7 +112,9 @@ def test_artifacts_with_at_never_overwrites_the_input(plain_model, tmp_path):
     model = tmp_path / "training_model.onnx"
     plain_model.rename(model)
     before = model.read_bytes()
-    result = CliRunner().invoke(main, ["artifacts", str(model), "-o", str(tmp_path), "--loss", "mse", "--at", STOP_AT])
+    result = CliRunner().invoke(
+        main, ["artifacts", str(model), "-o", str(tmp_path), "--loss", "mse", "--at", STOP_AT]
+    )
     assert result.exit_code == 1, result.output
     assert result.output.count("\n") == 1 and "would overwrite an input" in result.output
     assert model.read_bytes() == before

@@ -15,15 +15,15 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from training_cases import CASES, by_helper  # noqa: E402
+import onnx
+import onnxruntime as ort
+from click.testing import CliRunner
+from training_cases import CASES, by_helper
 
-from onnx_stopgrad import DOMAIN, OP_TYPE, session_options  # noqa: E402
-from onnx_stopgrad.cli import main  # noqa: E402
-from onnx_stopgrad.errors import TensorNotFoundError, TrainingError  # noqa: E402
-from onnx_stopgrad.training import _export, export_for_inference, fit, generate_artifacts, load  # noqa: E402
+from onnx_stopgrad import DOMAIN, OP_TYPE, session_options
+from onnx_stopgrad.cli import main
+from onnx_stopgrad.errors import TensorNotFoundError, TrainingError
+from onnx_stopgrad.training import _export, export_for_inference, fit, generate_artifacts, load
 
 pytestmark = pytest.mark.training
 

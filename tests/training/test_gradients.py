@@ -15,12 +15,12 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import onnx  # noqa: E402
-from artifact_counts import backward_nodes  # noqa: E402
-from training_cases import CASES, by_export, by_helper  # noqa: E402
-from training_reference import ort_run, ort_without_stops, torch_run  # noqa: E402
+import onnx
+from artifact_counts import backward_nodes
+from training_cases import CASES, by_export, by_helper
+from training_reference import ort_run, ort_without_stops, torch_run
 
-from onnx_stopgrad.training import count_gradient_nodes, generate_artifacts  # noqa: E402
+from onnx_stopgrad.training import count_gradient_nodes, generate_artifacts
 
 pytestmark = pytest.mark.training
 

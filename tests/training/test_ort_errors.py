@@ -13,7 +13,8 @@ _SIGNATURE = (
 
 def test_missing_gradient_names_the_op_and_the_node() -> None:
     error = ort_error(
-        RuntimeError("... The gradient builder has not been registered: Round for node no_grad_node ..."), "build"
+        RuntimeError("... The gradient builder has not been registered: Round for node no_grad_node ..."),
+        "build",
     )
     assert "Round" in str(error) and "no_grad_node" in str(error) and "\n" not in str(error)
 

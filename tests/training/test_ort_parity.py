@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("onnxruntime.training")
 torch = pytest.importorskip("torch")
 
-import onnx  # noqa: E402
-from training_reference import assert_same_artifacts  # noqa: E402
+import onnx
+from training_reference import assert_same_artifacts
 
-from onnx_stopgrad.training import generate_artifacts  # noqa: E402
+from onnx_stopgrad.training import generate_artifacts
 
 pytestmark = pytest.mark.training
 
@@ -113,7 +113,11 @@ def test_custom_loss_with_two_inputs(tmp_path):
     class TwoTargets(onnxblock.Block):
         def __init__(self) -> None:
             super().__init__()
-            self.l1, self.mse, self.add = onnxblock.loss.L1Loss(), onnxblock.loss.MSELoss(), onnxblock.blocks.Add()
+            self.l1, self.mse, self.add = (
+                onnxblock.loss.L1Loss(),
+                onnxblock.loss.MSELoss(),
+                onnxblock.blocks.Add(),
+            )
 
         def build(self, first: str, second: str) -> str:
             return self.add(self.l1(first, target_name="t1"), self.mse(second, target_name="t2"))
@@ -141,9 +145,14 @@ def test_requires_grad_none_is_the_one_deliberate_difference(tmp_path):
     ort_model.ir_version = 10
     (tmp_path / "ort").mkdir()
     artifacts.generate_artifacts(
-        ort_model, loss=artifacts.LossType.MSELoss, artifact_directory=tmp_path / "ort", loss_input_names=["o1"]
+        ort_model,
+        loss=artifacts.LossType.MSELoss,
+        artifact_directory=tmp_path / "ort",
+        loss_input_names=["o1"],
     )
-    report = generate_artifacts(model, loss="mse", artifact_directory=tmp_path / "ours", loss_input_names=["o1"])
+    report = generate_artifacts(
+        model, loss="mse", artifact_directory=tmp_path / "ours", loss_input_names=["o1"]
+    )
     assert set(report.trainable) == {"a.weight", "a.bias"}  # b feeds only o2, which the loss does not read
     training = onnx.load(str(tmp_path / "ort" / "training_model.onnx"))
     assert not [n for n in training.graph.node if n.op_type.endswith("Grad")]

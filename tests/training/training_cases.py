@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_stopgrad import DOMAIN, OP_TYPE, OPSET_VERSION
 
-__all__ = ["Case", "CASES", "by_helper", "by_export", "detach", "export_torchscript", "StopForExport"]
+__all__ = ["CASES", "Case", "StopForExport", "by_export", "by_helper", "detach", "export_torchscript"]
 
 B = 4  # batch
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from artifact_counts import backward_nodes
 
-__all__ = ["torch_loss", "torch_run", "ort_run", "ORT_ADAMW", "ort_without_stops"]
+__all__ = ["ORT_ADAMW", "ort_run", "ort_without_stops", "torch_loss", "torch_run"]
 
 #: ORT 1.19's AdamW as generate_artifacts builds it (onnxblock.optim.AdamW defaults; the
 #: optimizer model's default learning rate). adam_mode=1: HF/transformers semantics.
