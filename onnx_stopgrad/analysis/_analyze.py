@@ -86,19 +86,20 @@ def analyze(
     def infos(names: Iterable[str]) -> list[ParameterInfo]:
         return [_param_info(params[n], flow.blocking_stops.get(n, ())) for n in names]
 
-    partial = set(flow.partially_blocked)
+    scalars = set(flow.scalars)
+    partial = set(flow.partially_blocked) - scalars
     groups = {
         "frozen": infos(flow.frozen),
-        "partially_blocked": infos(flow.partially_blocked),
-        "unaffected": infos(p for p in flow.trainable if p not in partial),
+        "partially_blocked": infos(p for p in flow.partially_blocked if p not in scalars),
+        "unaffected": infos(p for p in flow.trained_by_default if p not in partial),
         "unreachable": infos(flow.unreachable),
-        "constant": infos(flow.constant),
+        "constant": infos([*flow.constant, *flow.scalars]),
     }
     constructs = list(_constructs.describe(proto))
     in_constructs = {name for construct in constructs for name in construct.nodes}
     stops = [stop for stop in _stops(proto, flow, existing, types) if stop.name not in in_constructs]
-    without = plan_backward(graph, [*flow.trainable, *flow.frozen], float_targets, types, cut_stops=False)
-    with_ = plan_backward(graph, flow.trainable, float_targets, types, cut_stops=True)
+    without = plan_backward(graph, [*flow.trained_by_default, *flow.frozen], float_targets, types, cut_stops=False)
+    with_ = plan_backward(graph, flow.trained_by_default, float_targets, types, cut_stops=True)
     kept_static = set(with_.nodes)
     no_gradient = [
         NodeRef(node_label(graph.node[i], i), graph.node[i].op_type)
@@ -110,7 +111,7 @@ def analyze(
     )
     gradient_graph = _graph_size(without, with_, ort_with, ort_without, version, reason)
     costs = _costs(graph, table, params, without, with_, ort_with, ort_without)
-    static_blocked = nodes_ort_cannot_differentiate(graph, flow.trainable, float_targets, types)
+    static_blocked = nodes_ort_cannot_differentiate(graph, flow.trained_by_default, float_targets, types)
     warnings = _warnings(stops, flow, static_blocked, blocked if version is not None else None)
     for warning in warnings:
         log.warning(warning)
@@ -127,7 +128,7 @@ def analyze(
         gradient_graph=gradient_graph,
         costs=costs,
         warnings=warnings,
-        modes=_modes(proto, flow.trainable, float_targets),
+        modes=_modes(proto, flow.trained_by_default, float_targets),
         constructs=constructs,
         constant=groups["constant"],
     )
@@ -225,12 +226,12 @@ def _ort_graphs(proto, flow, targets, table, use_onnxruntime):
     blocked: tuple[str, ...] = ()
     try:
         try:
-            with_ = build_ort_gradient_graph(proto, flow.trainable, targets, table, cut_stops=True)
+            with_ = build_ort_gradient_graph(proto, flow.trained_by_default, targets, table, cut_stops=True)
         except UndifferentiableGraphError as exc:
             blocked = exc.nodes
             raise
         without = build_ort_gradient_graph(
-            proto, [*flow.trainable, *flow.frozen], targets, table, cut_stops=False
+            proto, [*flow.trained_by_default, *flow.frozen], targets, table, cut_stops=False
         )
     except UndifferentiableGraphError as exc:
         return None, None, version, f"{exc}; counts are static", blocked
@@ -347,7 +348,7 @@ def _warnings(
             "model; put StopGradient nodes around it (at its output, and at its inputs that parameters "
             "reach) or freeze those parameters"
         )
-    if flow.frozen and not flow.trainable:
+    if flow.frozen and not flow.trained_by_default:
         how = "stops or inputs ONNX Runtime does not differentiate" if flow.constant else "stops"
         warnings.append(
             f"no trainable parameter remains: every parameter reaches the loss only through {how}"

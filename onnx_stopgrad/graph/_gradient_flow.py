@@ -11,6 +11,13 @@ tensor links (:class:`~._reach.TensorLinks`) back from the targets:
 * ``partially_blocked``: trainable, but some of its paths cross a StopGradient.
 * ``unreachable``: no path to any target at all.
 
+``scalars`` lists the trainable parameters with one element. Exporters write Python
+scalars (attention scales, mask fill values, epsilons) as such initializers, PyTorch never
+trains them, and training some of them makes ONNX Runtime 1.19 compute wrong gradients for
+*other* parameters (the ``Where`` fill values of a dynamo-exported BERT corrupt the
+embedding gradients). So the default ``requires_grad`` leaves them constant; listed
+explicitly, they train.
+
 Some models ONNX Runtime 1.19 cannot train at all, whatever the parameter lists:
 :func:`~._unsupported.nodes_ort_cannot_differentiate` finds them.
 """
@@ -49,6 +56,14 @@ class GradientFlow:
     reaches_targets: frozenset[str] = frozenset()
     #: Every tensor with a path to a target that ONNX Runtime differentiates.
     gradient_reach: frozenset[str] = frozenset()
+    #: Trainable parameters with one element: left constant by default (module docstring).
+    scalars: tuple[str, ...] = ()
+
+    @property
+    def trained_by_default(self) -> tuple[str, ...]:
+        """What a derived ``requires_grad`` trains: ``trainable`` less ``scalars``."""
+        scalars = set(self.scalars)
+        return tuple(p for p in self.trainable if p not in scalars)
 
 
 def parameter_names(graph: onnx.GraphProto) -> list[str]:
@@ -94,6 +109,8 @@ def analyze_gradient_flow(
                 behind_stop[name].append(stop.label)
 
     trainable = [p for p in params if p in grad_reach]
+    one_element = {t.name for t in graph.initializer if _elements(t) == 1}
+    scalars = [p for p in trainable if p in one_element]
     constant = [p for p in params if p in open_reach and p not in grad_reach]
     frozen = [p for p in params if p in any_reach and p not in open_reach]
     partial = [p for p in trainable if p in behind_stop]
@@ -114,7 +131,15 @@ def analyze_gradient_flow(
         constant=tuple(constant),
         reaches_targets=frozenset(any_reach),
         gradient_reach=frozenset(grad_reach),
+        scalars=tuple(scalars),
     )
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count
 
 
 def _declared_types(graph: onnx.GraphProto) -> dict[str, int]:

@@ -162,6 +162,11 @@ def generate_artifacts(
             f"{name}: ONNX Runtime cannot differentiate it here; kept as a constant"
             for name in plan.constants
         )
+        adjustments.extend(
+            f"{name}: one element (exporters write Python scalars so); kept as a constant, "
+            "list it in requires_grad to train it"
+            for name in plan.scalars
+        )
         gradient_nodes = count_gradient_nodes(onnx.load(str(staging / f"{prefix}training_model.onnx")))
         without = None
         if not stops:
@@ -263,7 +268,11 @@ def _build(
                 raise _ort.ort_error(exc, "build the gradient graph") from exc
             log.info("ORT cannot differentiate %s: treating it as a constant", name)
             plan = ParameterPlan(
-                tuple(p for p in plan.trainable if p != name), plan.frozen, True, (*plan.constants, name)
+                tuple(p for p in plan.trainable if p != name),
+                plan.frozen,
+                True,
+                (*plan.constants, name),
+                plan.scalars,
             )
             if not plan.trainable:
                 log.warning(

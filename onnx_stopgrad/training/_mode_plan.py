@@ -31,6 +31,7 @@ def prepare_modes(
             tuple(dict.fromkeys([*plan.frozen, *stats])),
             plan.derived,
             tuple(p for p in plan.constants if p not in stats),
+            plan.scalars,
         )
     return modes, plan, rewrite
 

@@ -33,6 +33,9 @@ class ParameterPlan:
     #: Float initializers that reach the loss, but only through inputs ORT does not
     #: differentiate: left as constants by the derived lists (neither trained nor frozen).
     constants: tuple[str, ...] = ()
+    #: One-element float initializers the derived lists leave constant (exporters write
+    #: Python scalars so; see :mod:`onnx_stopgrad.graph`): trainable when listed.
+    scalars: tuple[str, ...] = ()
 
 
 def plan_parameters(
@@ -73,13 +76,15 @@ def plan_parameters(
             log.warning("requires_grad is empty: nothing trains (as in ONNX Runtime's generate_artifacts)")
         return ParameterPlan(tuple(wanted), tuple(frozen_given), derived=False)
     constants = flow.constant  # the one rule (onnx_stopgrad.graph) says ORT cannot train them
-    trainable = [p for p in flow.trainable if p not in frozen_given]
+    trainable = [p for p in flow.trained_by_default if p not in frozen_given]
     frozen = sorted(set(flow.frozen) | set(frozen_given) - set(trainable))
     if not trainable:
         log.warning(
             "nothing trains: %s", _why_nothing_trains(params, flow.trainable, frozen_given, constants)
         )
-    return ParameterPlan(tuple(trainable), tuple(frozen), derived=True, constants=constants)
+    return ParameterPlan(
+        tuple(trainable), tuple(frozen), derived=True, constants=constants, scalars=flow.scalars
+    )
 
 
 def _why_nothing_trains(
