@@ -11,9 +11,9 @@ tensor links (:class:`~._reach.TensorLinks`) back from the targets:
 * ``partially_blocked``: trainable, but some of its paths cross a StopGradient.
 * ``unreachable``: no path to any target at all.
 
-``scalars`` lists the trainable parameters with one element. Exporters write Python
-scalars (attention scales, mask fill values, epsilons) as such initializers, PyTorch never
-trains them, and training some of them makes ONNX Runtime 1.19 compute wrong gradients for
+``scalars`` lists the trainable parameters of rank 0. Exporters write Python scalars
+(attention scales, mask fill values, epsilons) as such initializers, PyTorch never trains
+them (a module's parameters have a shape, a one-output Linear's bias is ``(1,)``), and training some of them makes ONNX Runtime 1.19 compute wrong gradients for
 *other* parameters (the ``Where`` fill values of a dynamo-exported BERT corrupt the
 embedding gradients). So the default ``requires_grad`` leaves them constant; listed
 explicitly, they train.
@@ -56,7 +56,7 @@ class GradientFlow:
     reaches_targets: frozenset[str] = frozenset()
     #: Every tensor with a path to a target that ONNX Runtime differentiates.
     gradient_reach: frozenset[str] = frozenset()
-    #: Trainable parameters with one element: left constant by default (module docstring).
+    #: Trainable parameters of rank 0: left constant by default (module docstring).
     scalars: tuple[str, ...] = ()
 
     @property
@@ -109,8 +109,8 @@ def analyze_gradient_flow(
                 behind_stop[name].append(stop.label)
 
     trainable = [p for p in params if p in grad_reach]
-    one_element = {t.name for t in graph.initializer if _elements(t) == 1}
-    scalars = [p for p in trainable if p in one_element]
+    rank_zero = {t.name for t in graph.initializer if not t.dims}
+    scalars = [p for p in trainable if p in rank_zero]
     constant = [p for p in params if p in open_reach and p not in grad_reach]
     frozen = [p for p in params if p in any_reach and p not in open_reach]
     partial = [p for p in trainable if p in behind_stop]
@@ -134,12 +134,6 @@ def analyze_gradient_flow(
         scalars=tuple(scalars),
     )
 
-
-def _elements(tensor: onnx.TensorProto) -> int:
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    return count
 
 
 def _declared_types(graph: onnx.GraphProto) -> dict[str, int]:

@@ -163,7 +163,7 @@ def generate_artifacts(
             for name in plan.constants
         )
         adjustments.extend(
-            f"{name}: one element (exporters write Python scalars so); kept as a constant, "
+            f"{name}: a scalar (exporters write Python constants so); kept as a constant, "
             "list it in requires_grad to train it"
             for name in plan.scalars
         )

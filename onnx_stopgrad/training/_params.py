@@ -33,8 +33,8 @@ class ParameterPlan:
     #: Float initializers that reach the loss, but only through inputs ORT does not
     #: differentiate: left as constants by the derived lists (neither trained nor frozen).
     constants: tuple[str, ...] = ()
-    #: One-element float initializers the derived lists leave constant (exporters write
-    #: Python scalars so; see :mod:`onnx_stopgrad.graph`): trainable when listed.
+    #: Rank-0 float initializers the derived lists leave constant (exporters write Python
+    #: scalars so; see :mod:`onnx_stopgrad.graph`): trainable when listed.
     scalars: tuple[str, ...] = ()
 
 
