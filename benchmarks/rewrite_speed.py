@@ -117,7 +117,8 @@ def main() -> None:
         onnx.save(model, source)
         del model
         print(
-            f"model: {args.nodes} nodes, {source.stat().st_size / 1e6:.1f} MB; inserting at {len(targets)} tensors"
+            f"model: {args.nodes} nodes, {source.stat().st_size / 1e6:.1f} MB; "
+            f"inserting at {len(targets)} tensors"
         )
 
         def baseline() -> None:

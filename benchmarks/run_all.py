@@ -5,13 +5,13 @@
 
 Each script runs in its own process (so one's memory cannot skew another's), with the
 same Python, one after the other, each with its default arguments; inference-only scripts
-(``op_latency``) run a second time in ``.venv-ort131`` (onnxruntime-gpu 1.31) when it exists. Scripts print their
-own medians and ratios; this collects them under one header naming the machine (CPU
-model, cores, RAM), the versions (Python, onnx, onnxruntime, torch, numpy, onnx-stopgrad)
-and the git commit. Output convention for a script: markdown tables (``|`` lines) and
-``#`` headings pass through as markdown; every other line is kept verbatim in a code
-block. A script that fails is reported as failed (with the end of its stderr) and makes
-this command exit 1; the others still run.
+(``op_latency``) run a second time in ``.venv-ort131`` (onnxruntime-gpu 1.31) when it
+exists. Scripts print their own medians and ratios; this collects them under one header
+naming the machine (CPU model, cores, RAM), the versions (Python, onnx, onnxruntime,
+torch, numpy, onnx-stopgrad) and the git commit. Output convention for a script:
+markdown tables (``|`` lines) and ``#`` headings pass through as markdown; every other
+line is kept verbatim in a code block. A script that fails is reported as failed (with
+the end of its stderr) and makes this command exit 1; the others still run.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ def _git_commit() -> str:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()  # fmt: skip
         measured = ["onnx_stopgrad", "custom_ops", "benchmarks", ":!benchmarks/RESULTS.md"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *measured],
-                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", *measured]
+        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout.strip()  # fmt: skip
         return commit + (" (with uncommitted changes to the code measured)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

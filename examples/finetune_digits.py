@@ -188,7 +188,7 @@ def median_step_times(
     x, y = data.x_train[:batch_size], data.y_train[:batch_size]
     times: list[list[float]] = [[] for _ in directories]
     for step in range(warmup + steps):
-        for (module, optimizer), samples in zip(loaded, times):
+        for (module, optimizer), samples in zip(loaded, times, strict=True):
             module.train()
             start = time.perf_counter()
             module(x, y)
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     all_params = list(sizes)
     print(
-        f"  trains:  {', '.join(with_stop.trainable)} ({sum(sizes[p] for p in with_stop.trainable):,} weights)"
+        f"  trains:  {', '.join(with_stop.trainable)} "
+        f"({sum(sizes[p] for p in with_stop.trainable):,} weights)"
     )
     print(
         f"  frozen:  {', '.join(with_stop.frozen)} ({sum(sizes[p] for p in with_stop.frozen):,} weights, "
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     end_to_end = build_artifacts(MODEL_PATH, out / "artifacts_end_to_end", requires_grad=all_params)
     removed = gradient_nodes(out / "artifacts_end_to_end") - gradient_nodes(out / "artifacts_stop")
     print(
-        f"  gradient nodes: {with_stop.gradient_nodes} with the stop, {end_to_end.gradient_nodes} end to end; "
-        f"the stop removed {sum(removed.values())}:"
+        f"  gradient nodes: {with_stop.gradient_nodes} with the stop, "
+        f"{end_to_end.gradient_nodes} end to end; the stop removed {sum(removed.values())}:"
     )
     for line in _describe(removed):
         print(f"    {line}")
@@ -309,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio: {t_stop / t_full:.2f}x the end-to-end step time")
 
     print(
-        f"\nDone in {time.perf_counter() - started:.0f} s. What to try next (after `source .venv/bin/activate`):"
+        f"\nDone in {time.perf_counter() - started:.0f} s. "
+        "What to try next (after `source .venv/bin/activate`):"
     )
     model = _rel(MODEL_PATH)
     for command, why in [
@@ -320,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             "a picture, the stopped region shaded",
         ),
         (
-            f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0 -o {_rel(out / 'earlier.onnx')}",
+            f"onnx-stopgrad insert {model} --at /backbone/backbone.1/Relu_output_0 "
+            f"-o {_rel(out / 'earlier.onnx')}",
             "stop earlier: backbone.2 trains too",
         ),
         (

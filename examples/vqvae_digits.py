@@ -103,8 +103,9 @@ def run(out: Path, steps: int = 300) -> Curves:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export(
-            model, (torch.from_numpy(x[:BATCH]),), out / "vqvae.onnx", input_names=["x"], output_names=["loss"],
-            training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False, opset_version=17,
+            model, (torch.from_numpy(x[:BATCH]),), out / "vqvae.onnx",
+            input_names=["x"], output_names=["loss"], training=torch.onnx.TrainingMode.TRAINING,
+            do_constant_folding=False, opset_version=17,
         )  # fmt: skip
     generate_artifacts(
         out / "vqvae.onnx",

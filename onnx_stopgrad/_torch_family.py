@@ -151,7 +151,7 @@ def _register_placeholder_schemas() -> None:
             inputs=[param("x", "T"), param("q", "T")], outputs=[param("y", "T")], type_constraints=types,
         ),
     ]  # fmt: skip
-    for schema, source in zip(schemas, (0, 1)):
+    for schema, source in zip(schemas, (0, 1), strict=True):
         if onnx.defs.has(schema.name, OPSET_VERSION, DOMAIN):
             continue
         if hasattr(schema, "set_type_and_shape_inference_function"):

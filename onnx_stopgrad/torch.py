@@ -84,9 +84,9 @@ def export(
     """``torch.onnx.export`` that keeps every live ``detach`` as a StopGradient node.
 
     ``options`` go to ``torch.onnx.export`` (``dynamo`` defaults to False: the TorchScript
-    exporter; ``verbose`` defaults to False). The model gets the op library's opset import and an IR version ONNX
-    Runtime 1.19 loads (<= 10); with ``check`` it must pass the full ONNX checker. The
-    file is written atomically: on any error nothing is written.
+    exporter; ``verbose`` defaults to False). The model gets the op library's opset import
+    and an IR version ONNX Runtime 1.19 loads (<= 10); with ``check`` it must pass the full
+    ONNX checker. The file is written atomically: on any error nothing is written.
     """
     if isinstance(module, (torch.jit.ScriptModule, torch.jit.ScriptFunction)) or not isinstance(
         module, torch.nn.Module

@@ -53,7 +53,8 @@ def find_headers(fetch_dir: Path) -> tuple[Path, str]:
         ]
         why = "; ".join(r for r in reasons if r.startswith(("debian:", "tarball:"))) or "fetch failed"
         raise BundleError(
-            f"no ONNX Runtime headers to bundle: not in ONNXRUNTIME_INCLUDE_DIR or {SYSTEM_DIRS[0]}, and {why}"
+            "no ONNX Runtime headers to bundle: not in ONNXRUNTIME_INCLUDE_DIR or "
+            f"{SYSTEM_DIRS[0]}, and {why}"
         )
     folder = Path(lines[-1])
     return folder, f"fetch_ort_headers.sh ({folder.relative_to(fetch_dir).parts[0]})"

@@ -254,12 +254,12 @@ def train_both(
                 continue  # full batches only: batch statistics need enough examples
             view_a = networks.augment(x_train[batch], generator).numpy()
             view_b = networks.augment(x_train[batch], generator).numpy()
-            for (state, module, optimizer), run, run_losses in zip(loaded, runs, losses):
+            for (_, module, optimizer), run_losses in zip(loaded, losses, strict=True):
                 module.train()
                 run_losses.append(float(module(view_a, view_b)))
                 optimizer.step()
                 module.lazy_reset_grad()
-        for (state, _, _), run, run_losses in zip(loaded, runs, losses):
+        for (state, _, _), run, run_losses in zip(loaded, runs, losses, strict=True):
             _record(run, encoder, state, data, float(np.mean(run_losses)))
         if echo:
             _echo_epoch(epoch, runs)
@@ -269,7 +269,8 @@ def train_both(
 
 def _echo_epoch(epoch: int, runs: list[Run]) -> None:
     cells = " | ".join(
-        f"{'-' if np.isnan(run.loss[-1]) else f'{run.loss[-1]:.3f}':>7} {run.std[-1]:>6.4f} {run.knn[-1]:>6.1%} {run.knn_augmented[-1]:>9.1%}"
+        f"{'-' if np.isnan(run.loss[-1]) else f'{run.loss[-1]:.3f}':>7} "
+        f"{run.std[-1]:>6.4f} {run.knn[-1]:>6.1%} {run.knn_augmented[-1]:>9.1%}"
         for run in runs
     )
     print(f"{epoch:>5}  {cells}", flush=True)
@@ -322,7 +323,8 @@ def verdict(stop: Run, no_stop: Run) -> list[str]:
         lines.append(
             f"{run.name}: std {run.std[0]:.4f} -> {run.std[-1]:.4f} ({ratio:.2f} x 1/sqrt(d)): {state}; "
             f"kNN {run.knn[0]:.1%} -> {run.knn[-1]:.1%} (clean queries), "
-            f"{run.knn_augmented[0]:.1%} -> {run.knn_augmented[-1]:.1%} (augmented queries; chance {CHANCE:.0%})"
+            f"{run.knn_augmented[0]:.1%} -> {run.knn_augmented[-1]:.1%} "
+            f"(augmented queries; chance {CHANCE:.0%})"
         )
     collapse_without = no_stop.std[-1] / inv < COLLAPSED_BELOW
     healthy_with = stop.std[-1] / inv > HEALTHY_ABOVE
@@ -334,7 +336,8 @@ def verdict(stop: Run, no_stop: Run) -> list[str]:
             f"healthy with stop: {healthy_with})."
         )
     lines.append(
-        f"(collapsed: final std < {COLLAPSED_BELOW} x 1/sqrt(d); not collapsed: > {HEALTHY_ABOVE} x 1/sqrt(d))"
+        f"(collapsed: final std < {COLLAPSED_BELOW} x 1/sqrt(d); "
+        f"not collapsed: > {HEALTHY_ABOVE} x 1/sqrt(d))"
     )
     return lines
 
@@ -394,9 +397,8 @@ def run(args: argparse.Namespace) -> list[Run]:
     print(
         f"    without stop vs PyTorch without detach:     {gradient_difference(ort[1], reference[False]):.1e}"
     )
-    print(
-        f"    (with detach vs without, in PyTorch:        {gradient_difference(reference[True], reference[False]):.1e})"
-    )
+    detach_effect = gradient_difference(reference[True], reference[False])
+    print(f"    (with detach vs without, in PyTorch:        {detach_effect:.1e})")
 
     print("\n[3/4] Training both runs with ONNX Runtime (same initial weights, same views):")
     train_both(
@@ -410,7 +412,8 @@ def run(args: argparse.Namespace) -> list[Run]:
         print(f"  {line}")
     if args.smoke:
         print(
-            f"  (smoke run: {args.epochs} epochs on {len(data.x_train)} digits is too short to judge the collapse)"
+            f"  (smoke run: {args.epochs} epochs on {len(data.x_train)} digits "
+            "is too short to judge the collapse)"
         )
     print(f"  plot: {png}")
     print(f"Done in {time.perf_counter() - started:.0f} s.")

@@ -222,7 +222,8 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         f"onnxruntime {g.onnxruntime_version} training graph" if g.source == "onnxruntime" else "static count"
     )
     lines.append(
-        f"gradient graph ({src}, {g.unit}): {g.without_stops} without stops -> {g.with_stops} with stops ({g.removed} removed)"
+        f"gradient graph ({src}, {g.unit}): {g.without_stops} without stops -> "
+        f"{g.with_stops} with stops ({g.removed} removed)"
     )
     if g.fallback_reason:
         lines.append(f"  ({g.fallback_reason})")
@@ -238,8 +239,9 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         f"{_count(c.backward_flops_with_stops)} (saves {_count(c.backward_flops_saved)})"
     )
     lines.append(
-        f"activations kept for backward ({c.activation_source}): {_size(c.activation_bytes_without_stops)} -> "
-        f"{_size(c.activation_bytes_with_stops)} (saves {_size(c.activation_bytes_saved)})"
+        f"activations kept for backward ({c.activation_source}): "
+        f"{_size(c.activation_bytes_without_stops)} -> {_size(c.activation_bytes_with_stops)} "
+        f"(saves {_size(c.activation_bytes_saved)})"
     )
     dims = ", ".join(f"{k}={v}" for k, v in c.dims.items()) or "none symbolic"
     default_note = (
@@ -250,7 +252,8 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
     lines.append(f"  dims: {dims}{default_note}")
     if c.unknown_intermediate_dims:
         lines.append(
-            f"  {c.unknown_intermediate_dims} intermediate dimension(s) shape inference left unknown: counted as 1"
+            f"  {c.unknown_intermediate_dims} intermediate dimension(s) shape inference left unknown: "
+            "counted as 1"
         )
     if c.tensors_of_unknown_size:
         lines.append(f"  {c.tensors_of_unknown_size} tensor(s) of unknown size left out")

@@ -104,8 +104,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     _start_messages(ctx, verbose)
 
 
-# Command modules register themselves on `main` when imported.
-from . import (
+# Command modules register themselves on `main` when imported, so they come after it.
+from . import (  # noqa: E402
     analysis,  # noqa: F401
     family,  # noqa: F401
     points,  # noqa: F401

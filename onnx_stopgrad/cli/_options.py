@@ -44,7 +44,10 @@ in_place_option = click.option(
 strict_option = click.option(
     "--strict",
     is_flag=True,
-    help="Refuse a model the ONNX checker rejects [default: accept it with a warning; the output gets no new problem].",
+    help=(
+        "Refuse a model the ONNX checker rejects "
+        "[default: accept it with a warning; the output gets no new problem]."
+    ),
 )
 
 json_option = click.option(

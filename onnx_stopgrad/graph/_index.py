@@ -253,7 +253,8 @@ def _scan_graph(
             if name.__class__ is bytes:
                 raise not_utf8_error()
             raise invalid(
-                f"graph output {name!r} is not a graph input, initializer or node output ({where(scope.path)})"
+                f"graph output {name!r} is not a graph input, initializer or node output "
+                f"({where(scope.path)})"
             )
     check_text(plain)
     check_text(seen)
@@ -284,7 +285,8 @@ def _refuse_initializer_names(scope: Scope) -> None:
     for tensor in scope.graph.initializer:
         if not tensor.name or tensor.name in names:
             raise invalid(
-                f"an initializer of {where(scope.path)} is named {tensor.name!r}, like another one (or has no name)"
+                f"an initializer of {where(scope.path)} is named {tensor.name!r}, "
+                "like another one (or has no name)"
             )
         names.add(tensor.name)
 
@@ -310,7 +312,8 @@ def _add_outputs(
         if name in plain or name in seen:
             raise invalid(
                 f"tensor {name!r} of {where(scope.path)} is defined twice (node "
-                f"{node_label(node, index)!r} writes it, and so does an earlier node, graph input or initializer)"
+                f"{node_label(node, index)!r} writes it, "
+                "and so does an earlier node, graph input or initializer)"
             )
         (seen if name in watch else plain).add(name)
         added += 1

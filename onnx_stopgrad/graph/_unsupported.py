@@ -49,7 +49,8 @@ def nodes_ort_cannot_differentiate(
             outer = set(reads) - set(node.input)
             if (outer and needed) or reached & outer or (reached and needed):
                 found.append(
-                    f"{node_label(node, index)!r} (an {node.op_type}: no gradient passes a node with subgraphs)"
+                    f"{node_label(node, index)!r} "
+                    f"(an {node.op_type}: no gradient passes a node with subgraphs)"
                 )
         elif reached and needed and _reaches_unbuilt_input(node, forward):
             found.append(

@@ -84,7 +84,7 @@ def _module_classes(scopes: list[str], classes: list[str]) -> tuple[str, ...]:
     """The class of each module in the chain (same length as the chain, or empty)."""
     if len(classes) != len(scopes):
         return ()
-    return tuple(cls for entry, cls in zip(scopes[1:-1], classes[1:-1]) if entry)
+    return tuple(cls for entry, cls in zip(scopes[1:-1], classes[1:-1], strict=True) if entry)
 
 
 def _from_node_name(name: str) -> Chain | None:

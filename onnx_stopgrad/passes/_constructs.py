@@ -254,7 +254,7 @@ def find_constructs(model: onnx.ModelProto) -> list[Construct]:
             readers.setdefault(name, set()).add(index)
     outputs = {value.name for value in graph.output}
     found = []
-    for index, node in enumerate(graph.node):
+    for node in graph.node:
         if node.op_type != "Sub" or node.domain or not node.name.endswith("/Output"):
             continue
         match = _PREFIX.match(node.name[: -len("/Output")])

@@ -3,9 +3,10 @@ onnx-graphsurgeon Graph.
 
 A caller's ModelProto is copied, never changed; a path is read without its external
 data (see :mod:`onnx_stopgrad._io`); one the ONNX checker rejects is accepted with a
-warning, and the result must be no less valid (see :mod:`._validity`); a graphsurgeon Graph is exported to a proto and the
-result imported back, and so is an ``onnx_ir.Model`` (serialized, then deserialized: the
-caller's object is never changed), so callers get the kind of object they passed in.
+warning, and the result must be no less valid (see :mod:`._validity`); a graphsurgeon
+Graph is exported to a proto and the result imported back, and so is an ``onnx_ir.Model``
+(serialized, then deserialized: the caller's object is never changed), so callers get the
+kind of object they passed in.
 """
 
 from __future__ import annotations

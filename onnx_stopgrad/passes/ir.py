@@ -49,7 +49,10 @@ class InsertStopGradientPass(ir.passes.FunctionalPass):
 
 
 class RemoveStopGradientPass(ir.passes.FunctionalPass):
-    """Take StopGradient nodes out (all, or those named in ``at``); see :func:`~.remove.remove_stop_gradient`."""
+    """Take StopGradient nodes out (all, or those named in ``at``).
+
+    See :func:`~.remove.remove_stop_gradient`.
+    """
 
     def __init__(self, at: str | Sequence[str] | None = None, to_identity: bool = False) -> None:
         super().__init__()

@@ -96,7 +96,7 @@ def _producer(model: onnx.ModelProto, name: str) -> int | None:
         raise ConstructError(
             f"tensor {name!r} lies inside a subgraph; gradient scaling works on the main graph"
         )
-    for index, node in enumerate(graph.node):
+    for node in graph.node:
         if node.name == name and node.output:
             outputs = ", ".join(repr(out) for out in node.output if out)
             raise TensorNotFoundError(f"{name!r} is a node, not a tensor; its outputs are {outputs}")

@@ -46,8 +46,9 @@ def straight_through(
 
     ``input`` names the tensor of ``node`` that receives the gradient. By default it is
     the one input that is not a constant, else the one initializer (a weight next to
-    Constant nodes); name it when there are several (a weight and an initializer scale). Returns ``(model, report)``; ``model``
-    is a ModelProto (copied), a path or an onnx-graphsurgeon Graph.
+    Constant nodes); name it when there are several (a weight and an initializer scale).
+    Returns ``(model, report)``; ``model`` is a ModelProto (copied), a path or an
+    onnx-graphsurgeon Graph.
     """
     proto, back = open_model(model)
     report = straight_through_in_place(proto, node, last, input)
@@ -94,7 +95,8 @@ def wrap_straight_through(
     if nested:
         holder = node_label(graph.node[nested[0]], nested[0])
         raise ConstructError(
-            f"node {holder!r} reads {q!r} inside its subgraph; straight-through rewires main-graph readers only"
+            f"node {holder!r} reads {q!r} inside its subgraph; "
+            "straight-through rewires main-graph readers only"
         )
     if not readers:
         raise ConstructError(
@@ -137,7 +139,8 @@ def _chain(graph: onnx.GraphProto, first: int, last: int) -> list[int]:
     if last not in forward:
         first_label, last_label = node_label(graph.node[first], first), node_label(graph.node[last], last)
         raise ConstructError(
-            f"node {last_label!r} does not read the output of {first_label!r}; give a chain's first node, then its last"
+            f"node {last_label!r} does not read the output of {first_label!r}; "
+            "give a chain's first node, then its last"
         )
     needed = set(graph.node[last].input)
     chain = {last}
@@ -192,7 +195,8 @@ def _check_single_input(model: onnx.ModelProto, chain: list[int], x: str) -> Non
         if node.domain not in ("", "ai.onnx") or node.op_type not in ELEMENTWISE:
             raise ConstructError(
                 f"node {node_label(node, index)!r} ({node.op_type}) is not elementwise; straight-through "
-                "works on single-input, same-shape nodes (Round, Sign, Floor, Ceil, Clip, a fake-quantize chain)"
+                "works on single-input, same-shape nodes "
+                "(Round, Sign, Floor, Ceil, Clip, a fake-quantize chain)"
             )
         if any(subgraphs(node)):
             raise ConstructError(
@@ -222,7 +226,7 @@ def _check_same_tensor_type(model: onnx.ModelProto, x: str, q: str, span: tuple[
         log.warning("could not infer the shapes of %r and %r; assuming %s keeps the shape", x, q, what)
         return
     differs = len(shape_x) != len(shape_q) or any(
-        a is not None and b is not None and a != b for a, b in zip(shape_x, shape_q)
+        a is not None and b is not None and a != b for a, b in zip(shape_x, shape_q, strict=True)
     )
     if differs:
         raise ConstructError(

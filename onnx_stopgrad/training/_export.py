@@ -54,9 +54,9 @@ def export_for_inference(
     :func:`~onnx_stopgrad.training.load` returned, after training) or else from the
     directory's checkpoint. ``output_names`` defaults to the source model's outputs.
     ``keep_stops=False`` removes the StopGradient nodes and the gradient-scale and
-    straight-through constructs (inference is unchanged; the model then needs no op library). ``external_data`` writes the larger weights to
-    ``<output>.data`` beside the model; ``None`` does so only above 1 GiB of weights.
-    Returns the path written.
+    straight-through constructs (inference is unchanged; the model then needs no op
+    library). ``external_data`` writes the larger weights to ``<output>.data`` beside the
+    model; ``None`` does so only above 1 GiB of weights. Returns the path written.
     """
     paths = artifact_paths(artifact_directory, prefix)
     output_path = Path(output_path)
@@ -113,7 +113,8 @@ def _pruned(model: onnx.ModelProto, outputs: list[str], weights: dict[str, np.nd
     unknown = [name for name in outputs if name not in produced and name not in sources]
     if unknown:
         raise TensorNotFoundError(
-            f"output {unknown[0]!r} is not a tensor of the eval model; check output_names (CLI: --output-name)"
+            f"output {unknown[0]!r} is not a tensor of the eval model; "
+            "check output_names (CLI: --output-name)"
         )
     producer = {name: i for i, node in enumerate(graph.node) for name in node.output}
     needed: set[str] = set()

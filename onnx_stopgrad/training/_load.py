@@ -43,8 +43,9 @@ def load(
     ``onnxruntime.SessionOptions``, when given), so models with stops run. When a
     BatchNormalization trains in training mode, ``module(...)`` returns the loss followed
     by the updated running statistics: pass them to ``RunningStatistics.update`` after
-    each step (``fit`` does). ONNX Runtime's warnings are left out unless the ``onnx_stopgrad`` logger is enabled for INFO (or
-    ``options`` sets ``log_severity_level`` itself).
+    each step (``fit`` does). ONNX Runtime's warnings are left out unless the
+    ``onnx_stopgrad`` logger is enabled for INFO (or ``options`` sets
+    ``log_severity_level`` itself).
     """
     _ort.ort_artifacts()
     from onnxruntime.training import api

@@ -206,7 +206,8 @@ def check_label_values(arrays: dict[str, Any], classes: dict[str, int]) -> None:
         if bad.any():
             raise TrainingError(
                 f"{name}: {int(bad.sum())} value(s) outside [0, {count}) and not {IGNORE_INDEX} "
-                f"(e.g. {labels[bad].flat[0]}); labels are class indices, or {IGNORE_INDEX} to skip a position"
+                f"(e.g. {labels[bad].flat[0]}); "
+                f"labels are class indices, or {IGNORE_INDEX} to skip a position"
             )
 
 

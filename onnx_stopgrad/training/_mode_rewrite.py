@@ -206,7 +206,8 @@ class _BatchNorm:
         if used:
             raise TrainingError(
                 f"the graph reads {used[0]!r}, a running-statistics output of BatchNormalization "
-                f"{self.mode.node!r}; onnx-stopgrad cannot train such a graph: re-export it without that reader"
+                f"{self.mode.node!r}; onnx-stopgrad cannot train such a graph: "
+                "re-export it without that reader"
             )
 
     def eval(self, consumed: set[str]) -> list[onnx.NodeProto]:

@@ -195,13 +195,11 @@ def _io(graph: onnx.GraphProto, producer, grouping: Grouping) -> list[str]:
     inits = {t.name for t in graph.initializer}
     for value in graph.input:
         if value.name not in inits:
-            lines.append(
-                f"  {_q('in:' + value.name)} {_attrs(label=_short(value.name), shape='invhouse', fillcolor=COLORS['io'])};"
-            )
+            attrs = _attrs(label=_short(value.name), shape="invhouse", fillcolor=COLORS["io"])
+            lines.append(f"  {_q('in:' + value.name)} {attrs};")
     for value in graph.output:
-        lines.append(
-            f"  {_q('out:' + value.name)} {_attrs(label=_short(value.name), shape='house', fillcolor=COLORS['io'])};"
-        )
+        attrs = _attrs(label=_short(value.name), shape="house", fillcolor=COLORS["io"])
+        lines.append(f"  {_q('out:' + value.name)} {attrs};")
         if value.name in producer:
             lines.append(f"  {_q(grouping.item[producer[value.name]])} -> {_q('out:' + value.name)};")
     return lines
@@ -282,9 +280,10 @@ def _legend(total: int, grouping: Grouping, limit: int, params) -> list[str]:
         ("lg_frozen", "frozen parameter (only via stops)", {"shape": "note", "fillcolor": COLORS["frozen"]}),
         ("lg_group", "collapsed name scope", {"shape": "box3d"}),
     ]
+    label = _q("legend: " + collapsed + chr(10) + "parameters: " + counts)
     lines = [
         "  subgraph cluster_legend {",
-        f'    label={_q("legend: " + collapsed + chr(10) + "parameters: " + counts)}; fontsize=11; style=rounded; color="#999999";',
+        f'    label={label}; fontsize=11; style=rounded; color="#999999";',
     ]
     for key, text, style in entries:
         lines.append(f"    {key} {_attrs(label=text, fontsize=9, **style)};")

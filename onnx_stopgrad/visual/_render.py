@@ -67,7 +67,8 @@ def write_picture(source: str, path: Path) -> Path:
         if result.returncode != 0:
             reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
             raise GraphvizError(
-                f"Graphviz failed to render {path} ({reason[-1] if reason else 'exit ' + str(result.returncode)}); "
+                f"Graphviz failed to render {path} "
+                f"({reason[-1] if reason else 'exit ' + str(result.returncode)}); "
                 "try -o graph.dot or a smaller --max-nodes"
             )
         os.chmod(tmp, 0o644)

@@ -34,8 +34,8 @@ def test_unknown_name_is_one_clear_error() -> None:
 
 
 def test_report_keeps_tables_and_wraps_text(tmp_path: Path) -> None:
-    ok = run_all.ScriptResult("alpha", "python benchmarks/alpha.py", 0, 1.2,
-                              "intro line\n| a | b |\n|---|---|\n| 1 | 2 |\n### detail\nafter\n", "")  # fmt: skip
+    stdout = "intro line\n| a | b |\n|---|---|\n| 1 | 2 |\n### detail\nafter\n"
+    ok = run_all.ScriptResult("alpha", "python benchmarks/alpha.py", 0, 1.2, stdout, "")
     bad = run_all.ScriptResult(
         "beta", "python benchmarks/beta.py", 2, 0.1, "", "Traceback\nValueError: boom\n"
     )

@@ -49,10 +49,11 @@ def test_pow_exponent_is_constant_in_analyze_and_artifacts(tmp_path) -> None:
 
 
 def test_stop_inside_an_if_body_is_the_models_own() -> None:
-    then_branch = helper.make_graph(
-        [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node(OP_TYPE, ["m"], ["t"], name="inner", domain=DOMAIN)],
-        "then", [], [_value("t")],
-    )  # fmt: skip
+    then_nodes = [
+        helper.make_node("Mul", ["x", "w"], ["m"]),
+        helper.make_node(OP_TYPE, ["m"], ["t"], name="inner", domain=DOMAIN),
+    ]
+    then_branch = helper.make_graph(then_nodes, "then", [], [_value("t")])
     else_branch = helper.make_graph([helper.make_node("Add", ["x", "v"], ["e"])], "else", [], [_value("e")])
     nodes = [helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)]
     report = analyze(

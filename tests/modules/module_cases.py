@@ -7,7 +7,6 @@ exporter merges two of them and each ONNX initializer maps back to one parameter
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,9 +228,10 @@ def torch_gradients(case: Exported, paths: list[str]) -> dict[str, np.ndarray | 
 def module_outputs_in_torch(case: Exported, path: str) -> list[np.ndarray]:
     """The tensors module ``path`` returns in one forward pass."""
     captured: list[np.ndarray] = []
-    hook: Callable[..., None] = lambda _m, _i, out: captured.extend(
-        t.detach().numpy().copy() for t in _tensors(out)
-    )
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        captured.extend(t.detach().numpy().copy() for t in _tensors(out))
+
     handle = dict(case.module.named_modules())[path].register_forward_hook(hook)
     try:
         with torch.no_grad():

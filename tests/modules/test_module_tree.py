@@ -117,7 +117,7 @@ def test_nested_and_glob_names():
 
 def test_unknown_module_suggests_modules_not_parameters():
     model = _torchscript_like()
-    with pytest.raises(TensorNotFoundError, match="close module paths: .*enc.layer.0") as info:
+    with pytest.raises(TensorNotFoundError, match=r"close module paths: .*enc\.layer\.0") as info:
         insert_stop_gradient(model, module="enc.layer.O")
     assert "w0" not in str(info.value)
     with pytest.raises(TensorNotFoundError, match="whole model"):
@@ -139,7 +139,7 @@ def test_no_scope_information_points_to_at():
         helper.make_node("Relu", ["a"], ["y"]),
     ]
     model = _model(nodes)
-    with pytest.raises(TensorNotFoundError, match="no module scope information.*--at"):
+    with pytest.raises(TensorNotFoundError, match=r"no module scope information.*--at"):
         insert_stop_gradient(model, module="mm")
     with pytest.raises(TensorNotFoundError, match="--at"):
         cut_points(model)

@@ -95,8 +95,8 @@ def _run_with_stop_inputs(model: onnx.ModelProto, case) -> dict[str, np.ndarray]
     session = ort.InferenceSession(
         probe.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
     )
-    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), case.inputs)}
-    return dict(zip(stopped, session.run(stopped, feed)))
+    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), case.inputs, strict=True)}
+    return dict(zip(stopped, session.run(stopped, feed), strict=True))
 
 
 def _upstream(model: onnx.ModelProto, tensor: str) -> set[str]:
@@ -135,7 +135,7 @@ def _ort_gradients(directory, case, input_names):
     state, module, _ = load(directory)
     module.train()
     names = module.input_names()
-    arrays = {n: t.numpy() for n, t in zip(input_names, case.inputs)}
+    arrays = {n: t.numpy() for n, t in zip(input_names, case.inputs, strict=True)}
     label = case.labels.numpy().astype(np.int64 if case.loss == "crossentropy" else np.float32)
     module(*[arrays.get(n, label) for n in names])
     return {n: p.grad.copy() for n, p in state.parameters if p.requires_grad}

@@ -7,6 +7,7 @@ another directory's conftest.
 from __future__ import annotations
 
 import ctypes
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ def make_model(
 def chain_model(elem_type: int, length: int, shape: Sequence[int | str] | None = None) -> bytes:
     """x -> StopGradient x `length` -> y: every stop but the last is internal (aliased)."""
     names = ["x"] + [f"s{i}" for i in range(1, length)] + ["y"]
-    nodes = [stop_gradient(a, b) for a, b in zip(names, names[1:])]
+    nodes = [stop_gradient(a, b) for a, b in itertools.pairwise(names)]
     return make_model(
         nodes,
         [helper.make_tensor_value_info("x", elem_type, shape)],
@@ -148,7 +149,7 @@ def initializer_chain_model(elem_type: int, data: np.ndarray, length: int) -> by
     """An initializer holding `data`'s raw bits -> StopGradient x `length` -> y."""
     init = helper.make_tensor("x", elem_type, data.shape, data.tobytes(), raw=True)
     names = ["x"] + [f"s{i}" for i in range(1, length)] + ["y"]
-    nodes = [stop_gradient(a, b) for a, b in zip(names, names[1:])]
+    nodes = [stop_gradient(a, b) for a, b in itertools.pairwise(names)]
     return make_model(nodes, [], [helper.make_tensor_value_info("y", elem_type, data.shape)], [init])
 
 

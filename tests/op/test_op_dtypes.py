@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def test_float8_and_int4_bytes(ort, session_factory, type_name, length):
     init = helper.make_tensor("x", elem_type, shape, raw, raw=True)
     names = ["x"] + [f"s{i}" for i in range(1, length)] + ["y"]
     model = make_model(
-        [stop_gradient(a, b) for a, b in zip(names, names[1:])],
+        [stop_gradient(a, b) for a, b in itertools.pairwise(names)],
         [],
         [helper.make_tensor_value_info("y", elem_type, shape)],
         [init],

@@ -151,9 +151,17 @@ def test_sdist_holds_the_sources_and_the_ort_headers_with_their_licence(dist):
             f"{dist.sdist.name.removesuffix('.tar.gz')}/custom_ops/third_party/onnxruntime/LICENSE"
         )
         licence_text = licence.read().decode() if licence else ""
-    for needed in ("LICENSE", "CHANGELOG.md", "setup.py", "pyproject.toml", "custom_ops/CMakeLists.txt",
-                   "custom_ops/src/registry.cc", "custom_ops/third_party/onnxruntime/include/onnxruntime_c_api.h",
-                   "custom_ops/third_party/onnxruntime/SOURCE", "tests/packaging/smoke_check.py"):  # fmt: skip
+    for needed in (
+        "LICENSE",
+        "CHANGELOG.md",
+        "setup.py",
+        "pyproject.toml",
+        "custom_ops/CMakeLists.txt",
+        "custom_ops/src/registry.cc",
+        "custom_ops/third_party/onnxruntime/include/onnxruntime_c_api.h",
+        "custom_ops/third_party/onnxruntime/SOURCE",
+        "tests/packaging/smoke_check.py",
+    ):
         assert needed in names, needed
     assert "MIT" in licence_text or "Permission is hereby granted" in licence_text
     assert not [n for n in names if n.endswith((".so", ".dylib", ".dll")) or n.startswith("build/")]
@@ -209,10 +217,11 @@ def _smoke(python: Path, cwd: Path) -> None:
 def test_wheel_in_a_fresh_venv_with_onnxruntime_only(venvs, tmp_path):
     _smoke(venvs.wheel, tmp_path)
     # Training needs the [training] extra: one line that names it, no traceback.
+    cli = str(venvs.wheel.parent / "onnx-stopgrad")
+    command = [cli, "train", str(tmp_path), "--data", str(tmp_path / "x.npz")]
     done = subprocess.run(
-        [str(venvs.wheel.parent / "onnx-stopgrad"), "train", str(tmp_path), "--data", str(tmp_path / "x.npz")],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        command, cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, check=False, timeout=120
+    )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "[training]" in done.stderr and "Traceback" not in done.stderr
 

@@ -108,9 +108,14 @@ def test_setup_py_build_failure_is_one_line_without_traceback(tmp_path):
         shutil.copy2(ROOT / name, checkout / name)
     shutil.copytree(ROOT / "onnx_stopgrad", checkout / "onnx_stopgrad", ignore=shutil.ignore_patterns("*.so"))
     done = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext"], cwd=checkout,
-        env=_env(ONNX_STOPGRAD_HEADER_SOURCES="bundled"), capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "setup.py", "-q", "build_ext"],
+        cwd=checkout,
+        env=_env(ONNX_STOPGRAD_HEADER_SOURCES="bundled"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]

@@ -263,7 +263,8 @@ def judge(
                     notes.append(f"output fails onnx.checker, as does the input: {problem[:200]}")
                 elif source_problem:
                     bad.append(
-                        f"output fails onnx.checker in a new way: {problem[:200]} (input: {source_problem[:200]})"
+                        f"output fails onnx.checker in a new way: {problem[:200]} "
+                        f"(input: {source_problem[:200]})"
                     )
                 else:
                     bad.append(f"valid input gave an output onnx.checker rejects: {problem[:200]}")

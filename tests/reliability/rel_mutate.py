@@ -313,7 +313,7 @@ def _names(model: onnx.ModelProto, draw: Draw) -> None:
     elif kind == 2 and node is not None:
         node.name = draw.choice([n.name for n in graph.node] + [""])
     elif graph.output:
-        graph.output[draw.int(0, len(graph.output) - 1)].name = draw.choice(names + ["not_a_tensor"])
+        graph.output[draw.int(0, len(graph.output) - 1)].name = draw.choice([*names, "not_a_tensor"])
 
 
 def _raw_data(model: onnx.ModelProto, draw: Draw) -> None:

@@ -103,7 +103,7 @@ def test_models_the_checker_rejects_give_outputs_no_less_valid(forkserver, corpu
     passed_through = []
     for index in range(60):
         entry = rng.choice(corpus)
-        _, result, bad, notes = fuzz_one(
+        _, _result, bad, notes = fuzz_one(
             forkserver,
             fuzz_root,
             f"g{index}",

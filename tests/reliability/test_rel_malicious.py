@@ -156,7 +156,7 @@ def test_dimension_of_two_to_the_62_stays_small(forkserver, corpus, tmp_path, co
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2**62
     model.graph.initializer[1].dims[0] = 2**62  # b1: 8 floats of data, claims 2^62
     case = _case(tmp_path, model)
-    result, bad = _run(forkserver, case, command, target="h1r", mem_mb=512)
+    _result, bad = _run(forkserver, case, command, target="h1r", mem_mb=512)
     assert not bad, bad
 
 

@@ -61,7 +61,7 @@ def _run(elem_type: int, internal: bool, x: np.ndarray, op: str = OP_TYPE) -> np
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype == object or b.dtype == object:
-        return a.shape == b.shape and all(p == q for p, q in zip(a.ravel(), b.ravel()))
+        return a.shape == b.shape and all(p == q for p, q in zip(a.ravel(), b.ravel(), strict=True))
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 

@@ -140,7 +140,7 @@ def assert_same_outputs(source: onnx.ModelProto, rewritten: onnx.ModelProto, fee
         expected = run_reference(source, feeds) if run is run_reference else _run_plain_ort(source, feeds)
         got = run(rewritten, feeds)
         assert len(got) == len(expected)
-        for e, g in zip(expected, got):
+        for e, g in zip(expected, got, strict=True):
             np.testing.assert_array_equal(g, e)
 
 

@@ -93,7 +93,7 @@ def test_idempotent():
 
 def test_initializer_and_graph_input_targets_go_first():
     source = chain_model()
-    model, report = insert_stop_gradient(source, ["W", "x"])
+    model, _report = insert_stop_gradient(source, ["W", "x"])
     check(model)
     assert [n.name for n in model.graph.node][:2] == ["W/StopGradient", "x/StopGradient"]
     assert _inputs_of(model, "mul") == ["a", "W_stopgrad"]
@@ -134,7 +134,7 @@ def test_new_names_never_collide():
         helper.make_node("Add", ["a", "a_stopgrad"], ["y"], name="add"),
     ]
     source = make_model(nodes, [vi("x")], [vi("y")])
-    model, report = insert_stop_gradient(source, "a")
+    model, _report = insert_stop_gradient(source, "a")
     check(model)
     (stop,) = stop_nodes(model.graph)
     assert stop.output[0] == "a_stopgrad_2" and stop.name == "a/StopGradient_1"
@@ -160,7 +160,7 @@ def test_unknown_tensor_suggests_close_names():
 
 
 def test_unknown_or_wrong_consumer():
-    with pytest.raises(TensorNotFoundError, match="no node 'ad' .*'add'"):
+    with pytest.raises(TensorNotFoundError, match=r"no node 'ad' .*'add'"):
         insert_stop_gradient(chain_model(), "a", consumers={"a": ["ad"]})
     with pytest.raises(
         TensorNotFoundError, match="node 'relu' does not read tensor 'a'; its readers are: add, mul"

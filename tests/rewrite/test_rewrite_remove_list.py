@@ -29,7 +29,7 @@ def test_remove_all_restores_the_original_graph():
     assert restored.graph == source.graph
     assert all(o.domain != DOMAIN for o in restored.opset_import)
     feeds = feeds_for(source)
-    for expected, got in zip(_run_plain_ort(source, feeds), _run_plain_ort(restored, feeds)):
+    for expected, got in zip(_run_plain_ort(source, feeds), _run_plain_ort(restored, feeds), strict=True):
         np.testing.assert_array_equal(got, expected)  # runs without the op library
 
 
@@ -97,7 +97,7 @@ def test_list_reports_stops_and_frozen_parameters():
     # Stopping one of two reads leaves W1 partly blocked, still trained.
     partial, _ = insert_stop_gradient(
         make_model(
-            nodes + [helper.make_node("Add", ["h", "y"], ["z"], name="skip")],
+            [*nodes, helper.make_node("Add", ["h", "y"], ["z"], name="skip")],
             [vi("x")],
             [vi("z")],
             [weight, weight2],

@@ -111,7 +111,7 @@ def test_scan_body():
     source = make_model(
         nodes, [vi("x", [3]), vi("init", [3]), vi("xs", [4, 3])], [vi("y", [3]), vi("ys", [4, 3])]
     )
-    model, report = insert_stop_gradient(source, ["k", "sum"])
+    model, _report = insert_stop_gradient(source, ["k", "sum"])
     check(model)
     scan_body = _attr_graph(model, "scan", "body")
     by_name = {n.name: list(n.input) for n in scan_body.node}

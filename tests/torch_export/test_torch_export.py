@@ -195,7 +195,7 @@ def test_keep_detach_refuses_nesting() -> None:
 
 def test_scripted_module_and_missing_directory_are_user_errors(tmp_path: Path) -> None:
     module, inputs = build(CASES[0])
-    with pytest.raises(StopGradError, match="nn.Module"):
+    with pytest.raises(StopGradError, match=r"nn\.Module"):
         scripted = torch.jit.script(torch.nn.Linear(2, 2))
         sg_torch.export(scripted, (torch.randn(1, 2),), tmp_path / "a.onnx")
     with pytest.raises(ModelSaveError, match="does not exist"):

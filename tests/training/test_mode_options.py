@@ -53,8 +53,9 @@ def test_dropout_behind_the_stop_is_off_and_head_follows_the_override(tmp_path):
     module, model, x, label = _dropout_model()
     exported = [n for n in model.graph.node if n.op_type == "Dropout"]
     assert len(exported) == 2  # training-mode export: both Dropouts present
-    report = generate_artifacts(model, loss="crossentropy", optimizer="sgd", artifact_directory=tmp_path / "off",
-                                dropout="off")  # fmt: skip
+    report = generate_artifacts(
+        model, loss="crossentropy", optimizer="sgd", artifact_directory=tmp_path / "off", dropout="off"
+    )
     assert [(m.region, m.exported, m.mode) for m in report.modes] == [
         ("frozen", "train", "eval"), ("trainable", "train", "eval")
     ]  # fmt: skip

@@ -145,5 +145,5 @@ def test_a_read_running_statistics_output_is_refused():
     model = _model()  # bn1 exported in training mode, with its two running-statistics outputs
     model.graph.output.append(helper.make_tensor_value_info("bn1.mean_out", TensorProto.FLOAT, [C]))
     modes = plan_modes(model, ["w1"], ["y"])
-    with pytest.raises(TrainingError, match="the graph reads 'bn1.mean_out', a running-statistics output"):
+    with pytest.raises(TrainingError, match=r"the graph reads 'bn1\.mean_out', a running-statistics output"):
         apply_modes(model, modes)

@@ -6,8 +6,10 @@ from onnx_stopgrad.training._ort import ort_error
 
 _SIGNATURE = (
     "/onnxruntime_src/orttraining/orttraining/training_api/optimizer.cc:233 void "
-    "onnxruntime::training::api::Optimizer::Initialize(const onnxruntime::training::api::ModelIdentifiers&, "
-    "const std::vector<std::shared_ptr<onnxruntime::IExecutionProvider> >&, gsl::span<OrtCustomOpDomain* const>) "
+    "onnxruntime::training::api::Optimizer::Initialize("
+    "const onnxruntime::training::api::ModelIdentifiers&, "
+    "const std::vector<std::shared_ptr<onnxruntime::IExecutionProvider> >&, "
+    "gsl::span<OrtCustomOpDomain* const>) "
 )
 
 
