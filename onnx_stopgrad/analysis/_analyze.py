@@ -98,7 +98,9 @@ def analyze(
     constructs = list(_constructs.describe(proto))
     in_constructs = {name for construct in constructs for name in construct.nodes}
     stops = [stop for stop in _stops(proto, flow, existing, types) if stop.name not in in_constructs]
-    without = plan_backward(graph, [*flow.trained_by_default, *flow.frozen], float_targets, types, cut_stops=False)
+    without = plan_backward(
+        graph, [*flow.trained_by_default, *flow.frozen], float_targets, types, cut_stops=False
+    )
     with_ = plan_backward(graph, flow.trained_by_default, float_targets, types, cut_stops=True)
     kept_static = set(with_.nodes)
     no_gradient = [

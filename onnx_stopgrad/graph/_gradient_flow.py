@@ -13,9 +13,10 @@ tensor links (:class:`~._reach.TensorLinks`) back from the targets:
 
 ``scalars`` lists the trainable parameters of rank 0. Exporters write Python scalars
 (attention scales, mask fill values, epsilons) as such initializers, PyTorch never trains
-them (a module's parameters have a shape, a one-output Linear's bias is ``(1,)``), and training some of them makes ONNX Runtime 1.19 compute wrong gradients for
-*other* parameters (the ``Where`` fill values of a dynamo-exported BERT corrupt the
-embedding gradients). So the default ``requires_grad`` leaves them constant; listed
+them (a module's parameters have a shape; a one-output Linear's bias is ``(1,)``), and
+training some of them makes ONNX Runtime 1.19 compute wrong gradients for *other*
+parameters (the ``Where`` fill values of a dynamo-exported BERT corrupt the embedding
+gradients). So the default ``requires_grad`` leaves them constant; listed
 explicitly, they train.
 
 Some models ONNX Runtime 1.19 cannot train at all, whatever the parameter lists:
@@ -133,7 +134,6 @@ def analyze_gradient_flow(
         gradient_reach=frozenset(grad_reach),
         scalars=tuple(scalars),
     )
-
 
 
 def _declared_types(graph: onnx.GraphProto) -> dict[str, int]:
