@@ -1,6 +1,6 @@
 # onnx-stopgrad: every set-up step a fresh clone needs lives here.
 #   make demo   set up, then fine-tune a pretrained model behind a StopGradient
-#   make test   set up, then run the whole test suite (both ONNX Runtimes)
+#   make test   set up, then the quality gates and the whole test suite (both ONNX Runtimes)
 #   make dist   the sdist and a manylinux_2_28 wheel in dist/
 #   make lint   ruff check, ruff format --check and mypy on the package
 PYTHON      ?= python3
@@ -49,7 +49,7 @@ demo: setup
 
 # The whole suite in the training runtime, then the op and rewrite tests in the inference
 # runtime (the in-tree package, with the library built above, on PYTHONPATH).
-test: setup
+test: setup lint
 	ONNX_STOPGRAD_LARGE_TESTS=1 $(PY) -m pytest -q tests
 	PYTHONPATH=$(CURDIR) $(INFER_PY) -m pytest -q tests/op tests/rewrite tests/reliability/test_rel_oplib.py
 
@@ -57,7 +57,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -x -m "not packaging" tests
 
-# Quality gates: lint, formatting, and types of the package (not yet part of `test`).
+# Quality gates (part of `test`): lint and formatting of the tree, types of the package.
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
