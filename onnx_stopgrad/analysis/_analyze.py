@@ -22,6 +22,7 @@ from ..graph import (
     nodes_ort_cannot_differentiate,
     reach_back,
 )
+from ..modules import ModuleTree
 from ..passes import _constructs, insert_stop_gradient, validate_model
 from ._backward import BackwardPlan, plan_backward
 from ._costs import COST_ASSUMPTIONS, forward_flops, kept_for_backward
@@ -97,14 +98,16 @@ def analyze(
     }
     constructs = list(_constructs.describe(proto))
     in_constructs = {name for construct in constructs for name in construct.nodes}
-    stops = [stop for stop in _stops(proto, flow, existing, types) if stop.name not in in_constructs]
+    tree = ModuleTree(proto)
+    stops = [stop for stop in _stops(proto, flow, existing, types, tree) if stop.name not in in_constructs]
     without = plan_backward(
         graph, [*flow.trained_by_default, *flow.frozen], float_targets, types, cut_stops=False
     )
     with_ = plan_backward(graph, flow.trained_by_default, float_targets, types, cut_stops=True)
     kept_static = set(with_.nodes)
+    node_modules = tree.node_modules()
     no_gradient = [
-        NodeRef(node_label(graph.node[i], i), graph.node[i].op_type)
+        NodeRef(node_label(graph.node[i], i), graph.node[i].op_type, node_modules[i])
         for i in without.nodes
         if i not in kept_static and not is_stop_gradient(graph.node[i])
     ]
@@ -188,7 +191,11 @@ def _param_info(tensor: onnx.TensorProto, blocked_by: Iterable[str]) -> Paramete
 
 
 def _stops(
-    proto: onnx.ModelProto, flow: GradientFlow, existing: set[tuple[str, str]], types: dict[str, int]
+    proto: onnx.ModelProto,
+    flow: GradientFlow,
+    existing: set[tuple[str, str]],
+    types: dict[str, int],
+    tree: ModuleTree,
 ) -> list[StopInfo]:
     """Every StopGradient of every graph, with the parameters it freezes and whether it
     blocks anything (a parameter behind it, its output reaching the loss)."""
@@ -196,9 +203,6 @@ def _stops(
     params = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
     frozen = set(flow.frozen)
     result = []
-    from ..modules import ModuleTree
-
-    tree = ModuleTree(proto)
     for stop in links.stops:
         behind = reach_back([stop.input], links.all_preds) & params
         freezes = sorted(p for p in frozen if stop.label in flow.blocking_stops.get(p, ()))

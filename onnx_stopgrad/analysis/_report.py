@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ class StopInfo:
 class NodeRef:
     name: str
     op_type: str
+    #: The PyTorch module the node belongs to, where the export records scopes.
+    module: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,11 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
         f"forward nodes no longer differentiated: {len(r.no_gradient_nodes)}"
         + (f": {names}{more}" if names else "")
     )
+    modules = _outermost(n.module for n in r.no_gradient_nodes if n.module)
+    if modules:
+        shown = ", ".join(modules[:limit])
+        rest = f", ... ({len(modules) - limit} more)" if len(modules) > limit else ""
+        lines.append(f"  in modules: {shown}{rest}")
     c = r.costs
     lines.append(
         f"backward FLOPs (estimate): {_count(c.backward_flops_without_stops)} -> "
@@ -271,3 +279,9 @@ def _text_lines(r: AnalysisReport, limit: int) -> list[str]:
     for warning in r.warnings:
         lines.append(f"warning: {warning}")
     return lines
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """The distinct module paths, without those inside another one listed."""
+    unique = sorted(set(paths))
+    return [p for p in unique if not any(p.startswith(f"{q}.") for q in unique if q != p)]

@@ -236,6 +236,10 @@ class ModuleTree:
             labels.append("/" + "/".join(parts) + "/" + entry.label)
         return labels
 
+    def node_modules(self) -> list[str]:
+        """For each main-graph node, the innermost module it belongs to (``""``: none)."""
+        return [(entry.chain or ("",))[-1] for entry in self.entries if not entry.depth]
+
     def resolve(self, names: Iterable[str]) -> list[str]:
         """Module paths for user names: exact paths (dots or slashes) or globs.
 

@@ -57,7 +57,7 @@ def test_json_keys_and_types() -> None:
         _check(stop, STOP)
         assert stop["origin"] in ("model", "at")
     for node in data["no_gradient_nodes"]:
-        _check(node, {"name": str, "op_type": str})
+        _check(node, {"name": str, "op_type": str, "module": str})
     _check(data["gradient_graph"], GRAPH)
     assert data["gradient_graph"]["source"] == "static"
     _check(data["costs"], COSTS)

@@ -245,6 +245,13 @@ def test_cli_artifacts_and_analyze_with_module(exports, tmp_path):
     report = json.loads(result.output)
     assert {s["module"] for s in report["stops"]} == {"split"}
     assert {mapping[p["name"]][0] for p in report["frozen"]} == expected
+    # The nodes no longer differentiated are named by module: exactly the modules whose
+    # parameters PyTorch gives no gradient (where a node holds parameters).
+    named = {n["module"] for n in report["no_gradient_nodes"] if n["module"]}
+    with_params = {torch_name.rsplit(".", 1)[0] for torch_name, _ in mapping.values()}
+    frozen_modules = {name.rsplit(".", 1)[0] for name in expected}
+    assert frozen_modules <= named
+    assert not named & (with_params - frozen_modules)
 
 
 def test_points_on_dynamo_names_classes(exports):
