@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..graph import is_stop_gradient
+from ..graph import is_stop_gradient, run_shape_inference, weight_free_copy
 
 __all__ = ["UNKNOWN_DIM_VALUE", "ShapeTable", "TensorInfo", "infer_shapes"]
 
@@ -123,36 +123,13 @@ def _info(value: onnx.ValueInfoProto, resolver: _DimResolver) -> TensorInfo | No
 
 
 def _without_float_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose float initializers are typed graph inputs (no weight bytes copied)."""
-    work = onnx.ModelProto()
-    for field_name in ("ir_version", "producer_name", "domain", "model_version"):
-        setattr(work, field_name, getattr(model, field_name))
-    work.opset_import.extend(model.opset_import)
-    work.functions.extend(model.functions)
-    source = model.graph
-    graph = work.graph
-    graph.name = source.name
-    graph.node.extend(source.node)
-    graph.input.extend(source.input)
-    graph.output.extend(source.output)
+    """The graph package's weight-free copy, shapes recomputed rather than read from the file."""
+    work = weight_free_copy(model)
     # Stored shapes may carry exporter symbols (unk__0); inference recomputes them.
-    for value in graph.output:
+    del work.graph.value_info[:]
+    for value in work.graph.output:
         value.type.tensor_type.ClearField("shape")
-    declared = {value.name for value in source.input}
-    for tensor in source.initializer:
-        if tensor.data_type in _SMALL_TYPES and tensor.data_location != onnx.TensorProto.EXTERNAL:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
     return work
-
-
-# Integer initializers often hold shapes that inference reads; they are small.
-_SMALL_TYPES = frozenset(
-    {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.BOOL}
-)
 
 
 def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) -> ShapeTable:
@@ -166,17 +143,9 @@ def infer_shapes(model: onnx.ModelProto, dims: Mapping[str, int] | None = None) 
             del node.attribute[:]
     _concrete_inputs(graph, resolver)
     resolver.inputs_done = True
-    try:
-        inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    except (
-        onnx.shape_inference.InferenceError,
-        onnx.checker.ValidationError,
-        RuntimeError,
-        ValueError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    inferred, reason = run_shape_inference(work, data_prop=True)
+    if reason is not None:
         log.warning("shape inference failed (%s); using the shapes stored in the model", reason)
-        inferred = work
     tensors: dict[str, TensorInfo] = {}
     for tensor in model.graph.initializer:
         tensors[tensor.name] = TensorInfo(tensor.data_type, tuple(int(d) for d in tensor.dims))

@@ -4,7 +4,8 @@
 * :mod:`._index`: :class:`GraphIndex`, built once per model by a single validating scan:
   scopes, producers and readers of watched names, the StopGradient nodes.
 * :mod:`._differentiable`: THE rule for which inputs ONNX Runtime differentiates, and the
-  one type inference.
+  one type inference (:func:`infer_types`, :func:`element_types`).
+* :mod:`._types`: the one call of ONNX shape inference, on a weight-free copy of the model.
 * :mod:`._reach`: reachability over tensor links (all, stop-free, differentiated).
 * :mod:`._gradient_flow`: which parameters train, are frozen, constant or unreachable.
 * :mod:`._unsupported`: models ONNX Runtime 1.19 cannot train at all, found beforehand.
@@ -30,6 +31,7 @@ from ._gradient_flow import (
 )
 from ._index import GraphIndex, Read, Scope, StopSite, iter_scopes, resolved_reads, scan, validate
 from ._reach import StopLink, TensorLinks, gradient_reach, reach_back
+from ._types import KEPT_ELEMENTS, inferred_graph, run_shape_inference, weight_free_copy
 from ._unsupported import nodes_ort_cannot_differentiate
 from ._walk import (
     MAX_DEPTH,
@@ -51,6 +53,7 @@ from ._walk import (
 
 __all__ = [
     "FLOAT_TYPES",
+    "KEPT_ELEMENTS",
     "MAX_DEPTH",
     "NON_DIFFERENTIABLE_INPUTS",
     "NO_GRADIENT_BUILDER_INPUTS",
@@ -71,6 +74,7 @@ __all__ = [
     "free_names",
     "gradient_reach",
     "infer_types",
+    "inferred_graph",
     "is_stop_gradient",
     "iter_graphs",
     "iter_graphs_with_attributed_nodes",
@@ -84,10 +88,12 @@ __all__ = [
     "parameter_names",
     "reach_back",
     "resolved_reads",
+    "run_shape_inference",
     "scan",
     "scope_path",
     "subgraph_attributes",
     "subgraphs",
     "too_deep_error",
     "validate",
+    "weight_free_copy",
 ]

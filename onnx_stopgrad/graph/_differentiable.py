@@ -9,7 +9,8 @@ A StopGradient node has no differentiable input at all. The outer tensors a node
 subgraphs read are the subgraph nodes' own inputs, judged by this rule in turn (ORT can
 only use them once its optimizer has folded the node away: see :mod:`._unsupported`).
 Analysis and training both ask
-:func:`differentiable_inputs`, so they cannot disagree about a parameter.
+:func:`differentiable_inputs`, so they cannot disagree about a parameter, and read tensor
+types from :func:`infer_types` / :func:`element_types`, the one type inference.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 
 import onnx
 
+from ._types import inferred_graph
 from ._walk import is_stop_gradient, iter_graphs
 
 __all__ = [
@@ -109,38 +111,49 @@ def differentiable_inputs(
     ]
 
 
-def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        return model
-
-
 def infer_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """The tensor type (with shape where known) of every name shape inference or the model
-    declares, in every graph; the one place onnx-stopgrad runs type inference.
+    declares, in every graph, and of every ``Constant`` node's output.
 
-    Inference is best effort: where it fails, what the model declares is used.
+    Inference runs on the model's weight-free copy (:mod:`._types`) and is best effort:
+    where it fails, what the model declares is used.
     """
     types: dict[str, onnx.TypeProto] = {}
-    for graph in iter_graphs(_inferred(model).graph):
+    for graph in iter_graphs(inferred_graph(model)):
         for value in (*graph.value_info, *graph.input, *graph.output):
             if value.type.tensor_type.elem_type:
                 types.setdefault(value.name, value.type)
         for tensor in graph.initializer:
             if tensor.name not in types:
                 types[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
+        for name, tensor in _constants(graph):
+            if name not in types:
+                types[name] = onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
     return types
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor :func:`infer_types` knows (without building the types)."""
     types: dict[str, int] = {}
-    for graph in iter_graphs(_inferred(model).graph):
+    for graph in iter_graphs(inferred_graph(model)):
         for value in (*graph.value_info, *graph.input, *graph.output):
             elem = value.type.tensor_type.elem_type
             if elem:
                 types.setdefault(value.name, elem)
         for tensor in graph.initializer:
             types.setdefault(tensor.name, tensor.data_type)
+        for name, tensor in _constants(graph):
+            types.setdefault(name, tensor.data_type)
     return types
+
+
+def _constants(graph: onnx.GraphProto) -> list[tuple[str, onnx.TensorProto]]:
+    """``(output, value)`` of the graph's ``Constant`` nodes holding a tensor: their types
+    where inference failed."""
+    return [
+        (node.output[0], attr.t)
+        for node in graph.node
+        if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS and node.output
+        for attr in node.attribute
+        if attr.name == "value" and attr.HasField("t")
+    ]

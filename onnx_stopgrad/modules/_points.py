@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from ..errors import StopGradError, TensorNotFoundError
-from ..graph import FLOAT_TYPES, analyze_gradient_flow
+from ..graph import FLOAT_TYPES, analyze_gradient_flow, weight_free_copy
 from ..passes import ModelInput, insert_in_place, read_model
 from ._plan import plan_module_stops
 from ._tree import NO_SCOPES_MESSAGE, ModuleTree
@@ -107,7 +107,7 @@ def cut_points(model: ModelInput, depth: int | None = None) -> PointsReport:
         raise TensorNotFoundError(NO_SCOPES_MESSAGE)
     types = tensor_types(proto)
     sizes = {t.name: _nbytes(t) for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
-    skeleton = _skeleton(proto)
+    skeleton = weight_free_copy(proto, placeholders=True)
     points = []
     deeper = 0
     for path in tree.paths():
@@ -146,21 +146,6 @@ def _with_freeze(
 
 def _replace(point: CutPoint, **changes: Any) -> CutPoint:
     return CutPoint(**{**asdict(point), "outputs": point.outputs, **changes})
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model without weight bytes: every initializer keeps its name and type, holds nothing."""
-    work = onnx.ModelProto()
-    work.ir_version = model.ir_version
-    work.opset_import.extend(model.opset_import)
-    work.functions.extend(model.functions)
-    graph = work.graph
-    graph.node.extend(model.graph.node)
-    graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    for tensor in model.graph.initializer:
-        graph.initializer.append(onnx.helper.make_tensor(tensor.name, tensor.data_type, [0], []))
-    return work
 
 
 def _parameters_inside(tree: ModuleTree, path: str, sizes: dict[str, int]) -> list[str]:

@@ -1,7 +1,7 @@
 """Element types and shapes of a model's main-graph tensors, from ONNX shape inference.
 
-Inference runs on a weight-free copy: float initializers become typed graph inputs, so no
-weight bytes are copied. Symbolic dimensions stay symbolic (``"batch"``); an unknown one is None.
+Inference runs on the graph package's weight-free copy (weights become typed graph inputs),
+so no weight bytes are copied. Symbolic dimensions stay symbolic (``"batch"``); an unknown one is None.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 
 import onnx
 
-from ..graph import FLOAT_TYPES
+from ..graph import run_shape_inference, weight_free_copy
 
 __all__ = ["TensorType", "dtype_name", "tensor_types"]
 
@@ -31,15 +31,8 @@ def dtype_name(elem_type: int) -> str:
 def tensor_types(model: onnx.ModelProto) -> dict[str, TensorType]:
     """Type of every main-graph tensor inference can type; failures leave what the file states."""
     work = _weight_free(model)
-    try:
-        work = onnx.shape_inference.infer_shapes(work, data_prop=True)
-    except (
-        onnx.shape_inference.InferenceError,
-        onnx.checker.ValidationError,
-        RuntimeError,
-        ValueError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    work, reason = run_shape_inference(work, data_prop=True)
+    if reason is not None:
         log.warning("shape inference failed (%s); using the shapes stored in the model", reason)
     types: dict[str, TensorType] = {}
     for tensor in model.graph.initializer:
@@ -64,20 +57,7 @@ def _type_of(tensor_type: onnx.TypeProto.Tensor) -> TensorType:
 
 
 def _weight_free(model: onnx.ModelProto) -> onnx.ModelProto:
-    work = onnx.ModelProto()
-    work.ir_version = model.ir_version
-    work.opset_import.extend(model.opset_import)
-    work.functions.extend(model.functions)
-    graph = work.graph
-    graph.node.extend(model.graph.node)
-    graph.input.extend(model.graph.input)
-    graph.output.extend(model.graph.output)
-    declared = {value.name for value in model.graph.input}
-    for tensor in model.graph.initializer:
-        if tensor.data_type not in FLOAT_TYPES and tensor.data_location != onnx.TensorProto.EXTERNAL:
-            graph.initializer.append(tensor)  # small integer tensors hold shapes inference reads
-        elif tensor.name not in declared:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
+    """The graph package's weight-free copy, without the value infos the file declares."""
+    work = weight_free_copy(model)
+    del work.graph.value_info[:]
     return work

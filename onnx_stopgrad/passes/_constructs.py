@@ -32,6 +32,7 @@ from .._names import DOMAIN, OP_TYPE, OPSET_VERSION
 from ..errors import InvalidModelError
 from ..graph import (
     FLOAT_TYPES,
+    inferred_graph,
     is_stop_gradient,
     iter_nodes,
     node_label,
@@ -189,22 +190,6 @@ def element_type(model: onnx.ModelProto, name: str) -> int | None:
                     return attr.t.data_type
     inferred = _inferred_types(model)
     return inferred.get(name)
-
-
-_INFERENCE_ERRORS = (
-    onnx.shape_inference.InferenceError,
-    onnx.checker.ValidationError,
-    RuntimeError,
-    ValueError,
-)
-
-
-def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
-    """The main graph after best-effort shape inference (the model's own graph if it fails)."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except _INFERENCE_ERRORS:  # best effort: callers say what they could not tell
-        return model.graph
 
 
 def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..graph import element_types
+
 __all__ = ["decompose_hard_activations", "restore_hard_activations"]
 
 _OPS = ("HardSigmoid", "HardSwish")
@@ -29,7 +31,7 @@ def decompose_hard_activations(model: onnx.ModelProto) -> list[str]:
     if not any(_is_hard(n) for n in graph.node):
         return []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    types = _element_types(model)
+    types = element_types(model)
     counts: dict[str, int] = {}
     rewritten: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
@@ -108,13 +110,3 @@ def restore_hard_activations(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(kept)
     return len(originals)
-
-
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except Exception:
-        graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
-    types.update((t.name, t.data_type) for t in graph.initializer)
-    return {name: elem for name, elem in types.items() if elem}

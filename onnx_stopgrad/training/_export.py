@@ -23,7 +23,7 @@ from onnx import external_data_helper, numpy_helper
 
 from .._io import atomic_writer, refuse_overwriting, save_model
 from ..errors import TensorNotFoundError, TrainingError
-from ..graph import node_reads
+from ..graph import inferred_graph, node_reads
 from . import _ort
 from ._load import artifact_paths
 
@@ -155,12 +155,8 @@ def _describe_outputs(model: onnx.ModelProto) -> None:
     untyped = [o.name for o in model.graph.output if not o.type.tensor_type.elem_type]
     if not untyped:
         return
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:  # best effort: ORT infers the types itself when loading
-        log.debug("shape inference failed: %s", exc)
-        return
-    types = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    inferred = inferred_graph(model)  # best effort: ORT infers the types itself when loading
+    types = {v.name: v for v in [*inferred.value_info, *inferred.output]}
     for output in model.graph.output:
         if output.name in untyped and output.name in types:
             output.CopyFrom(types[output.name])

@@ -12,6 +12,7 @@ import onnx
 
 from .._ort119 import MAX_IR_VERSION, cap_ir_version
 from ..errors import TrainingError
+from ..graph import element_types
 from ._activations import decompose_hard_activations
 from ._split_fixup import split_sequences
 
@@ -96,7 +97,7 @@ def _cast_like_to_cast(model: onnx.ModelProto) -> list[str]:
     nodes = [n for n in model.graph.node if n.op_type == "CastLike" and n.domain in ("", "ai.onnx")]
     if not nodes:
         return []
-    types = _element_types(model)
+    types = element_types(model)
     changed = 0
     for node in nodes:
         to = types.get(node.input[1])
@@ -111,21 +112,6 @@ def _cast_like_to_cast(model: onnx.ModelProto) -> list[str]:
     if changed < len(nodes):
         log.warning("%d CastLike node(s) kept: the type to cast to is unknown", len(nodes) - changed)
     return [f"{changed} CastLike node(s) -> Cast (ORT 1.19 has no CastLike gradient)"] if changed else []
-
-
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except Exception:  # best effort: what the model declares
-        graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
-    types.update({t.name: t.data_type for t in graph.initializer})
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    types[node.output[0]] = attr.t.data_type
-    return {name: t for name, t in types.items() if t}
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import onnx
 
 from ..errors import TrainingError
+from ..graph import inferred_graph
 from ._choices import LOSSES, loss_type
 
 __all__ = [
@@ -116,7 +117,7 @@ def loss_inputs(model: onnx.ModelProto, loss_input_names: Sequence[str] | None) 
         )
     known = _declared_types(model.graph)
     if any(name not in known for name in names):
-        known = {**_declared_types(_inferred(model).graph), **known}
+        known = {**_declared_types(inferred_graph(model)), **known}
     return [known.get(name, LossInput(name, 0, None)) for name in names]
 
 
@@ -184,7 +185,7 @@ def label_classes(model: onnx.ModelProto) -> dict[str, int]:
     losses = [n for n in model.graph.node if n.op_type == "SoftmaxCrossEntropyLoss" and len(n.input) > 1]
     if not losses:
         return {}
-    known = _declared_types(_inferred(model).graph)
+    known = _declared_types(inferred_graph(model))
     found = {}
     for node in losses:
         logits = known.get(node.input[0])
@@ -242,13 +243,6 @@ def _declared_types(graph: onnx.GraphProto) -> dict[str, LossInput]:
     for tensor in graph.initializer:
         found[tensor.name] = LossInput(tensor.name, tensor.data_type, tuple(tensor.dims))
     return found
-
-
-def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):  # best effort
-        return model
 
 
 @functools.cache

@@ -30,6 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import TrainingError
+from ..graph import inferred_graph
 from ._modes import NodeMode
 from ._surgery import _keep, toposort
 
@@ -285,10 +286,7 @@ def _shapes(
     model: onnx.ModelProto,
 ) -> tuple[dict[str, int], dict[str, int], dict[str, onnx.ValueInfoProto]]:
     """Ranks, element types and value infos of the model's tensors, by shape inference."""
-    try:
-        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    except Exception:
-        graph = model.graph
+    graph = inferred_graph(model)  # weights are typed inputs there
     values = [*graph.value_info, *graph.input, *graph.output]
     ranks = {
         v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..graph import inferred_graph
+
 __all__ = ["split_sequences"]
 
 log = logging.getLogger(__name__)
@@ -125,11 +127,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     graph = model.graph
     declared = [*graph.value_info, *graph.input, *graph.output]
     if not graph.value_info:
-        try:
-            declared = list(onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.value_info)
-            declared += [*graph.input, *graph.output]
-        except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):  # best effort
-            pass
+        declared = [*inferred_graph(model).value_info, *graph.input, *graph.output]
     found = {}
     for value in declared:
         tensor = value.type.tensor_type
