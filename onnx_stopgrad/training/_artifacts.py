@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
 from ._ties import warn_split_ties
+from ._weight_free import gradient_nodes_weight_free, hollow_copy, training_input
 
 __all__ = ["GRADIENT_NODE_MARK", "ArtifactsReport", "count_gradient_nodes", "generate_artifacts"]
 
@@ -173,7 +173,7 @@ def generate_artifacts(
             without = gradient_nodes
         elif measure_removed:
             without = _gradient_nodes_without_stops(
-                artifacts, proto, plan, requires_grad, frozen_params, targets, loss, loss_input_names
+                proto, plan, requires_grad, frozen_params, targets, loss, loss_input_names
             )
         checkpoints = (f"{prefix}checkpoint", f"{prefix}nominal_checkpoint")
         files = publish(staging, target, checkpoints)
@@ -325,7 +325,6 @@ def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: 
 
 
 def _gradient_nodes_without_stops(
-    artifacts: Any,
     proto: onnx.ModelProto,
     plan: ParameterPlan,
     requires_grad: Sequence[str] | None,
@@ -334,12 +333,13 @@ def _gradient_nodes_without_stops(
     loss: Any,
     loss_input_names: Sequence[str] | None,
 ) -> int | None:
-    """Gradient nodes ORT builds for the model with its stops removed (same user choices).
+    """Gradient nodes ORT builds for the model with its stops removed (same user choices),
+    counted on a weight-free copy (:mod:`._weight_free`): no weight is copied or written.
 
     Removed, not made Identity: an Identity would get a gradient node of its own, which
     the model without stops does not have.
     """
-    plain = copy.deepcopy(proto)
+    plain = hollow_copy(proto)
     remove_in_place(plain)
     if requires_grad is None:
         try:
@@ -351,23 +351,15 @@ def _gradient_nodes_without_stops(
         trainable = list(plan.trainable)
     frozen = [p for p in plan.frozen if p not in trainable]
     try:  # ORT would fail on it, or abort the process
-        _ort.refuse_undifferentiable(plain, trainable, targets, None)
+        work = training_input(plain, proto, [*trainable, *frozen])
+        _ort.refuse_undifferentiable(work, trainable, targets, None)
     except TrainingError as exc:
         log.warning("could not measure the gradient nodes without stops: %s", exc)
         return None
-    with tempfile.TemporaryDirectory(prefix=".onnx-stopgrad-measure.") as scratch:
-        try:
-            with _ort.quiet_ort():
-                artifacts.generate_artifacts(
-                    plain,
-                    requires_grad=trainable,
-                    frozen_params=frozen,
-                    loss=copy.deepcopy(loss),
-                    artifact_directory=scratch,
-                    loss_input_names=loss_input_names,
-                )
-        except Exception as exc:  # measuring is best effort; the artifacts are already built
-            reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
-            log.warning("could not measure the gradient nodes without stops: %s", reason)
-            return None
-        return count_gradient_nodes(onnx.load(os.path.join(scratch, "training_model.onnx")))
+    try:
+        with _ort.quiet_ort():
+            return gradient_nodes_weight_free(plain, proto, trainable, frozen, loss, loss_input_names)
+    except Exception as exc:  # measuring is best effort; the artifacts are already built
+        reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
+        log.warning("could not measure the gradient nodes without stops: %s", reason)
+        return None
