@@ -36,7 +36,12 @@ from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
 from ._ties import warn_split_ties
-from ._weight_free import gradient_nodes_weight_free, hollow_copy, training_input
+from ._weight_free import (
+    UndifferentiableGraphError,
+    gradient_nodes_weight_free,
+    hollow_copy,
+    training_input,
+)
 
 __all__ = ["GRADIENT_NODE_MARK", "ArtifactsReport", "count_gradient_nodes", "generate_artifacts"]
 
@@ -360,15 +365,12 @@ def _gradient_nodes_without_stops(
     else:
         trainable = list(plan.trainable)
     frozen = [p for p in plan.frozen if p not in trainable]
-    try:  # ORT would fail on it, or abort the process
-        work = training_input(plain, proto, [*trainable, *frozen])
-        _ort.refuse_undifferentiable(work, trainable, targets, None)
-    except TrainingError as exc:
-        log.warning("could not measure the gradient nodes without stops: %s", exc)
-        return None
     try:
         with _ort.quiet_ort():
             return gradient_nodes_weight_free(plain, proto, trainable, frozen, loss, loss_input_names)
+    except UndifferentiableGraphError as exc:  # refused before ORT would fail, or abort the process
+        log.warning("could not measure the gradient nodes without stops: %s", exc)
+        return None
     except Exception as exc:  # measuring is best effort; the artifacts are already built
         reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
         log.warning("could not measure the gradient nodes without stops: %s", reason)

@@ -10,7 +10,8 @@ inputs from the start, and no weight is serialised, copied or written.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import onnx
@@ -19,7 +20,15 @@ from google.protobuf.message import Message
 from ..graph import FLOAT_TYPES
 from ._count import count_gradient_nodes
 
-__all__ = ["HOLLOW_LOCATION", "gradient_nodes_weight_free", "hollow_copy", "training_input"]
+__all__ = [
+    "HOLLOW_LOCATION",
+    "GradientGraph",
+    "UndifferentiableGraphError",
+    "build_gradient_graph",
+    "gradient_nodes_weight_free",
+    "hollow_copy",
+    "training_input",
+]
 
 #: The external-data location hollow initializers name (no such file is ever written).
 HOLLOW_LOCATION = "onnx-stopgrad-hollow-weights"
@@ -48,6 +57,55 @@ def hollow_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return hollow
 
 
+class UndifferentiableGraphError(RuntimeError):
+    """ORT 1.19's gradient builder cannot differentiate these nodes of the optimized graph."""
+
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        super().__init__(f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}")
+        self.nodes = nodes
+
+
+@dataclass(frozen=True)
+class GradientGraph:
+    """ORT's gradient build of one weight-free model."""
+
+    #: The forward graph after ORT's training optimizations (what the builder differentiates).
+    optimized: onnx.ModelProto
+    #: ``optimized`` with the gradient nodes added.
+    training: onnx.ModelProto
+
+
+def build_gradient_graph(
+    work: onnx.ModelProto, requires_grad: Iterable[str], loss_name: str, custom_op_library: Any = None
+) -> GradientGraph:
+    """The two steps of onnxblock's ``build_gradient_graph`` (ORT's training optimizer, then
+    ``GradientGraphBuilder`` from ``loss_name``) on ``work``, whose parameters are graph inputs
+    (:func:`training_input`): no weight is needed, as ORT itself moves them to inputs first.
+
+    Raises UndifferentiableGraphError, before the builder runs, for nodes it would fail on
+    or abort the process for (an If on the gradient path); RuntimeError when ORT refuses.
+    """
+    from onnxruntime import SessionOptions
+    from onnxruntime.capi._pybind_state import GradientGraphBuilder, get_optimized_model
+
+    from ..graph import element_types, nodes_ort_cannot_differentiate
+
+    requires = sorted(set(requires_grad))
+    options = SessionOptions()
+    options.log_severity_level = 3
+    if custom_op_library is not None:
+        options.register_custom_ops_library(str(custom_op_library))
+    optimized = onnx.load_from_string(get_optimized_model(work.SerializeToString(), set(requires), options))
+    blocked = nodes_ort_cannot_differentiate(optimized.graph, requires, [loss_name], element_types(optimized))
+    if blocked:
+        raise UndifferentiableGraphError(blocked)
+    builder = GradientGraphBuilder(
+        optimized.SerializeToString(), {loss_name}, set(requires), loss_name, options
+    )
+    builder.build()
+    return GradientGraph(optimized, onnx.load_from_string(builder.get_model()))
+
+
 def gradient_nodes_weight_free(
     model: onnx.ModelProto,
     source: onnx.ModelProto,
@@ -60,28 +118,26 @@ def gradient_nodes_weight_free(
     :func:`hollow_copy`) with these parameters and this loss; ``source`` supplies the data
     of the float initializers that are no parameter (ORT keeps those as constants).
 
-    Raises what ORT raises when it cannot build the graph.
+    The loss is added by onnxblock, as ``generate_artifacts`` adds it; the gradient graph is
+    :func:`build_gradient_graph`'s. Raises what that raises.
     """
     from onnxruntime.training import onnxblock
 
     work = training_input(model, source, [*trainable, *frozen])
     loss_block = _loss_block(copy.deepcopy(loss))
 
-    class _LossBlock(onnxblock.TrainingBlock):  # type: ignore[misc]
-        """ORT's ``generate_artifacts`` block: the loss on the outputs or ``loss_input_names``."""
+    class _WithLoss(onnxblock.ForwardBlock):  # type: ignore[misc]
+        """The loss on the outputs or ``loss_input_names``, as ``generate_artifacts`` adds it."""
 
         def build(self, *inputs_to_loss: str) -> Any:
             return loss_block(*(loss_input_names or inputs_to_loss))
 
-    block = _LossBlock()
-    for name in trainable:
-        block.requires_grad(name)
-    for name in frozen:
-        block.requires_grad(name, False)
+    block = _WithLoss()
     with onnxblock.base(work):
-        block(*[output.name for output in work.graph.output])
-        training_model, _ = block.to_model_proto()
-    return count_gradient_nodes(training_model)
+        output = block(*[o.name for o in work.graph.output])
+        with_loss = block.to_model_proto()
+    loss_name = output[0] if isinstance(output, tuple) else output
+    return count_gradient_nodes(build_gradient_graph(with_loss, trainable, loss_name).training)
 
 
 def training_input(
