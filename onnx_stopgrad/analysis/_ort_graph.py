@@ -1,7 +1,8 @@
 """Count the gradient nodes of the training graph ONNX Runtime really builds.
 
 Uses the two steps of ``onnxruntime.training``'s artifact generation that make the
-training graph (``get_optimized_model``, then ``GradientGraphBuilder``), on a copy of the
+training graph (``onnx_stopgrad.training.build_gradient_graph``: ``get_optimized_model``,
+then ``GradientGraphBuilder``; the artifacts' removed count uses the same), on a copy of the
 model whose loss is the sum of the target tensors. Weights are not needed: parameters
 become typed graph inputs, as ORT itself does. StopGradient nodes are either cut (their
 output becomes a graph input, which is how onnx-stopgrad's training builds artifacts) or
@@ -19,7 +20,8 @@ import onnx
 from onnx import helper
 
 from .._ort119 import MAX_IR_VERSION, readable_ort_message
-from ..graph import FLOAT_TYPES, element_types, is_stop_gradient, node_reads, nodes_ort_cannot_differentiate
+from ..graph import FLOAT_TYPES, is_stop_gradient, node_reads
+from ..training import GRADIENT_NODE_MARK, UndifferentiableGraphError, is_gradient_node
 from ._shapes import ShapeTable
 
 __all__ = [
@@ -47,14 +49,6 @@ class OrtGradientGraph:
     kept_activations: frozenset[str]
     #: Forward node names that got gradient nodes (from ORT's ``<name>_Grad/`` naming).
     differentiated: frozenset[str]
-
-
-class UndifferentiableGraphError(RuntimeError):
-    """ORT 1.19's gradient builder cannot differentiate these nodes of the optimized graph."""
-
-    def __init__(self, nodes: tuple[str, ...]) -> None:
-        super().__init__(f"ONNX Runtime 1.19 cannot differentiate node {nodes[0]}")
-        self.nodes = nodes
 
 
 def ort_training_version() -> tuple[str | None, str | None]:
@@ -156,27 +150,15 @@ def build_ort_gradient_graph(
     cut_stops: bool,
 ) -> OrtGradientGraph:
     """Build the gradient graph with ONNX Runtime; raises RuntimeError when ORT refuses."""
-    from onnxruntime import SessionOptions
-    from onnxruntime.capi._pybind_state import GradientGraphBuilder, get_optimized_model
-
-    from ..training import GRADIENT_NODE_MARK, apply_fixups, is_gradient_node
+    from ..training import apply_fixups, build_gradient_graph
 
     requires = sorted(set(requires_grad))
     work = _training_input(model, list(targets), table, cut_stops)
     apply_fixups(work)  # the same adjustments `onnx-stopgrad artifacts` makes for ORT 1.19
     if not requires:
         return OrtGradientGraph(0, len(work.graph.node), frozenset(), frozenset())
-    options = SessionOptions()
-    options.log_severity_level = 3
-    optimized = onnx.load_from_string(get_optimized_model(work.SerializeToString(), set(requires), options))
-    blocked = nodes_ort_cannot_differentiate(optimized.graph, requires, [LOSS_NAME], element_types(optimized))
-    if blocked:  # the builder would fail, or abort the process (an If on the gradient path)
-        raise UndifferentiableGraphError(blocked)
-    builder = GradientGraphBuilder(
-        optimized.SerializeToString(), {LOSS_NAME}, set(requires), LOSS_NAME, options
-    )
-    builder.build()
-    trained = onnx.load_from_string(builder.get_model())
+    built = build_gradient_graph(work, requires, LOSS_NAME)  # raises UndifferentiableGraphError
+    optimized, trained = built.optimized, built.training
     forward_count = len(optimized.graph.node)
     gradient = [n for n in trained.graph.node if is_gradient_node(n)]
     produced = {name for n in optimized.graph.node for name in n.output}

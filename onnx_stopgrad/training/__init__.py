@@ -21,6 +21,7 @@ from ._loop import fit, read_npz
 from ._modes import BATCHNORM_MODES, DROPOUT_MODES, NodeMode, mode_lines, plan_modes
 from ._ort import ort_artifacts
 from ._running import RunningStatistics
+from ._weight_free import GradientGraph, UndifferentiableGraphError, build_gradient_graph
 
 __all__ = [
     "BATCHNORM_MODES",
@@ -29,9 +30,12 @@ __all__ = [
     "LOSSES",
     "OPTIMIZERS",
     "ArtifactsReport",
+    "GradientGraph",
     "NodeMode",
     "RunningStatistics",
+    "UndifferentiableGraphError",
     "apply_fixups",
+    "build_gradient_graph",
     "count_gradient_nodes",
     "export_for_inference",
     "fit",

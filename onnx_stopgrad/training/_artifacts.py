@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,12 @@ from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
 from ._ties import warn_split_ties
+from ._weight_free import (
+    UndifferentiableGraphError,
+    gradient_nodes_weight_free,
+    hollow_copy,
+    training_input,
+)
 
 __all__ = ["GRADIENT_NODE_MARK", "ArtifactsReport", "count_gradient_nodes", "generate_artifacts"]
 
@@ -149,6 +154,9 @@ def generate_artifacts(
     target = Path(artifact_directory) if artifact_directory is not None else Path.cwd()
     written = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
     refuse_overwriting([target / f"{prefix}{name}" for name in written], sources)
+    # The weight-free copy the removed count is measured on: taken before _build detaches
+    # the stops of ``proto`` in place.
+    hollow = hollow_copy(proto) if stops and measure_removed else None
     staging = make_staging_dir(target)
     try:
         plan = _build(
@@ -171,9 +179,9 @@ def generate_artifacts(
         without = None
         if not stops:
             without = gradient_nodes
-        elif measure_removed:
+        elif hollow is not None:
             without = _gradient_nodes_without_stops(
-                artifacts, proto, plan, requires_grad, frozen_params, targets, loss, loss_input_names
+                hollow, proto, plan, requires_grad, frozen_params, targets, loss, loss_input_names
             )
         checkpoints = (f"{prefix}checkpoint", f"{prefix}nominal_checkpoint")
         files = publish(staging, target, checkpoints)
@@ -213,8 +221,9 @@ def _load_complete(model: ModelLike) -> tuple[onnx.ModelProto, set[Path]]:
     proto, directory = load_model(model)
     validate_model(proto)  # broken graphs and corrupt names: one line, before any weight is read
     sources = set() if directory is None else input_files(Path(model), proto, directory)  # type: ignore[arg-type]
-    proto = copy.deepcopy(proto)
-    if directory is not None:
+    if directory is None:
+        proto = copy.deepcopy(proto)  # the caller's proto; one loaded from a file is already private
+    else:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(directory))
         except OSError as exc:
@@ -238,13 +247,17 @@ def _build(
 ) -> ParameterPlan:
     """Run ORT's generate_artifacts on the stop-free graph, then restore the stops.
 
+    ``proto`` is private: its stops are detached in place (ORT copies the model it gets).
+
     Derived parameter lists can still name a constant ORT cannot differentiate (when it
     reports one as unreachable, which :mod:`._params` did not foresee); it is dropped and
     the build retried. Returns the final plan.
     """
-    detached, stops = detach_stops(proto)
+    detached, stops = detach_stops(proto, in_place=True)
     targets = list(ort_options.get("loss_input_names") or [o.name for o in proto.graph.output])
-    _ort.refuse_undifferentiable(detached, plan.trainable, targets, custom_op_library)
+    # Judged weight-free, with the parameters as graph inputs, as ORT's own build does.
+    weight_free = training_input(hollow_copy(detached), detached, [*plan.trainable, *plan.frozen])
+    _ort.refuse_undifferentiable(weight_free, plan.trainable, targets, custom_op_library)
     outputs = {o.name for o in proto.graph.output} | set(additional_output_names)
     temporary = [n for n in keep_alive_names(stops) if n not in outputs]
     extra_outputs = additional_output_names + temporary + list(rewrite.updates)
@@ -325,7 +338,7 @@ def _convert_to_ort_format(staging: Path, prefix: str, library: Any, has_stops: 
 
 
 def _gradient_nodes_without_stops(
-    artifacts: Any,
+    hollow: onnx.ModelProto,
     proto: onnx.ModelProto,
     plan: ParameterPlan,
     requires_grad: Sequence[str] | None,
@@ -334,12 +347,14 @@ def _gradient_nodes_without_stops(
     loss: Any,
     loss_input_names: Sequence[str] | None,
 ) -> int | None:
-    """Gradient nodes ORT builds for the model with its stops removed (same user choices).
+    """Gradient nodes ORT builds for the model with its stops removed (same user choices),
+    counted on ``hollow``, its weight-free copy (:mod:`._weight_free`; ``proto`` supplies
+    the data of constants): no weight is copied or written.
 
     Removed, not made Identity: an Identity would get a gradient node of its own, which
     the model without stops does not have.
     """
-    plain = copy.deepcopy(proto)
+    plain = hollow
     remove_in_place(plain)
     if requires_grad is None:
         try:
@@ -350,24 +365,13 @@ def _gradient_nodes_without_stops(
     else:
         trainable = list(plan.trainable)
     frozen = [p for p in plan.frozen if p not in trainable]
-    try:  # ORT would fail on it, or abort the process
-        _ort.refuse_undifferentiable(plain, trainable, targets, None)
-    except TrainingError as exc:
+    try:
+        with _ort.quiet_ort():
+            return gradient_nodes_weight_free(plain, proto, trainable, frozen, loss, loss_input_names)
+    except UndifferentiableGraphError as exc:  # refused before ORT would fail, or abort the process
         log.warning("could not measure the gradient nodes without stops: %s", exc)
         return None
-    with tempfile.TemporaryDirectory(prefix=".onnx-stopgrad-measure.") as scratch:
-        try:
-            with _ort.quiet_ort():
-                artifacts.generate_artifacts(
-                    plain,
-                    requires_grad=trainable,
-                    frozen_params=frozen,
-                    loss=copy.deepcopy(loss),
-                    artifact_directory=scratch,
-                    loss_input_names=loss_input_names,
-                )
-        except Exception as exc:  # measuring is best effort; the artifacts are already built
-            reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
-            log.warning("could not measure the gradient nodes without stops: %s", reason)
-            return None
-        return count_gradient_nodes(onnx.load(os.path.join(scratch, "training_model.onnx")))
+    except Exception as exc:  # measuring is best effort; the artifacts are already built
+        reason = str(_ort.ort_error(exc, "differentiate the model without its stops")).split("; ")[0]
+        log.warning("could not measure the gradient nodes without stops: %s", reason)
+        return None

@@ -48,10 +48,13 @@ class DetachedStop:
     initializer: onnx.TensorProto | None = None
 
 
-def detach_stops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[DetachedStop]]:
-    """A copy of ``model`` where each StopGradient is ``Identity(new graph input)``."""
+def detach_stops(
+    model: onnx.ModelProto, *, in_place: bool = False
+) -> tuple[onnx.ModelProto, list[DetachedStop]]:
+    """A copy of ``model`` (or ``model`` itself, ``in_place``) where each StopGradient is
+    ``Identity(new graph input)``."""
     _refuse_stops_in_subgraphs(model.graph)
-    detached = copy.deepcopy(model)
+    detached = model if in_place else copy.deepcopy(model)
     graph = detached.graph
     types = infer_types(detached)
     taken = _defined_names(graph) | {v.name for v in graph.value_info}

@@ -400,3 +400,16 @@ def test_artifact_folder_gets_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+
+
+def test_callers_proto_is_never_changed(tmp_path):
+    """Stops detached in place, a stop inserted, the removed count measured: all on private
+    copies; the caller's ModelProto stays byte-identical."""
+    model = _backbone()
+    first = model.graph.node[0].output[0]
+    before = model.SerializeToString()
+    report = generate_artifacts(
+        model, loss="crossentropy", artifact_directory=tmp_path / "a", stop_at=[first]
+    )
+    assert report.inserted and report.gradient_nodes_removed is not None and report.gradient_nodes_removed > 0
+    assert model.SerializeToString() == before
