@@ -31,7 +31,15 @@ from ._gradient_flow import (
 )
 from ._index import GraphIndex, Read, Scope, StopSite, iter_scopes, resolved_reads, scan, validate
 from ._reach import StopLink, TensorLinks, gradient_reach, reach_back
-from ._types import KEPT_ELEMENTS, inferred_graph, run_shape_inference, weight_free_copy
+from ._types import (
+    HOLLOW_LOCATION,
+    KEPT_ELEMENTS,
+    copy_without,
+    hollow_copy,
+    inferred_graph,
+    run_shape_inference,
+    weight_free_copy,
+)
 from ._unsupported import nodes_ort_cannot_differentiate
 from ._walk import (
     MAX_DEPTH,
@@ -53,6 +61,7 @@ from ._walk import (
 
 __all__ = [
     "FLOAT_TYPES",
+    "HOLLOW_LOCATION",
     "KEPT_ELEMENTS",
     "MAX_DEPTH",
     "NON_DIFFERENTIABLE_INPUTS",
@@ -69,10 +78,12 @@ __all__ = [
     "TensorLinks",
     "analyze_gradient_flow",
     "carries_gradient",
+    "copy_without",
     "differentiable_inputs",
     "element_types",
     "free_names",
     "gradient_reach",
+    "hollow_copy",
     "infer_types",
     "inferred_graph",
     "is_stop_gradient",

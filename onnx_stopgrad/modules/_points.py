@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from ..errors import StopGradError, TensorNotFoundError
-from ..graph import FLOAT_TYPES, analyze_gradient_flow, weight_free_copy
+from ..graph import FLOAT_TYPES, analyze_gradient_flow, hollow_copy
 from ..passes import ModelInput, insert_in_place, read_model
 from ._plan import plan_module_stops
 from ._tree import NO_SCOPES_MESSAGE, ModuleTree
@@ -107,7 +107,7 @@ def cut_points(model: ModelInput, depth: int | None = None) -> PointsReport:
         raise TensorNotFoundError(NO_SCOPES_MESSAGE)
     types = tensor_types(proto)
     sizes = {t.name: _nbytes(t) for t in proto.graph.initializer if t.data_type in FLOAT_TYPES}
-    skeleton = weight_free_copy(proto, placeholders=True)
+    skeleton = hollow_copy(proto)
     points = []
     deeper = 0
     for path in tree.paths():

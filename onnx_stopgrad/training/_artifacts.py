@@ -19,7 +19,7 @@ from .._io import ModelLike, input_files, load_model, refuse_overwriting
 from .._ort119 import cap_ir_version
 from .._reports import ReportFields
 from ..errors import TrainingError
-from ..graph import is_stop_gradient, node_label
+from ..graph import hollow_copy, is_stop_gradient, node_label
 from ..passes import validate_model
 from ..passes.remove import remove_in_place
 from . import _ort
@@ -36,12 +36,7 @@ from ._publish import discard, make_staging_dir, publish
 from ._surgery import _keep as _keep_props
 from ._surgery import detach_stops, keep_alive_names, restore_stops
 from ._ties import warn_split_ties
-from ._weight_free import (
-    UndifferentiableGraphError,
-    gradient_nodes_weight_free,
-    hollow_copy,
-    training_input,
-)
+from ._weight_free import UndifferentiableGraphError, gradient_nodes_weight_free, training_input
 
 __all__ = ["GRADIENT_NODE_MARK", "ArtifactsReport", "count_gradient_nodes", "generate_artifacts"]
 

@@ -15,46 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import onnx
-from google.protobuf.message import Message
 
-from ..graph import FLOAT_TYPES
+from ..graph import copy_without
 from ._count import count_gradient_nodes
 
 __all__ = [
-    "HOLLOW_LOCATION",
     "GradientGraph",
     "UndifferentiableGraphError",
     "build_gradient_graph",
     "gradient_nodes_weight_free",
-    "hollow_copy",
     "training_input",
 ]
-
-#: The external-data location hollow initializers name (no such file is ever written).
-HOLLOW_LOCATION = "onnx-stopgrad-hollow-weights"
-
-
-def hollow_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose float initializers keep their name, type and dims but no data
-    (they are marked external, at :data:`HOLLOW_LOCATION`, so structure checks skip them).
-
-    Everything else (nodes, inputs, outputs, value_info, functions, metadata) is copied, so
-    passes that only read the graph's structure and types can run on it cheaply. Integer
-    initializers keep their data: shape inference reads them.
-    """
-    hollow = _copy_except(model, "graph")
-    graph = _copy_except(model.graph, "initializer")
-    for tensor in model.graph.initializer:
-        if tensor.data_type in FLOAT_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
-            hollow_tensor = graph.initializer.add(
-                name=tensor.name, data_type=tensor.data_type, dims=tensor.dims
-            )
-            hollow_tensor.data_location = onnx.TensorProto.EXTERNAL  # checks then read no data
-            hollow_tensor.external_data.add(key="location", value=HOLLOW_LOCATION)
-        else:
-            graph.initializer.append(tensor)
-    hollow.graph.CopyFrom(graph)
-    return hollow
 
 
 class UndifferentiableGraphError(RuntimeError):
@@ -147,8 +118,8 @@ def training_input(
     the other hollow initializers filled in from ``source``."""
     params = set(parameters)
     data = {t.name: t for t in source.graph.initializer if t.name not in params}
-    work = _copy_except(model, "graph")
-    graph = _copy_except(model.graph, "initializer")
+    work = copy_without(model, "graph")
+    graph = copy_without(model.graph, "initializer")
     declared = {value.name for value in graph.input}
     for tensor in model.graph.initializer:
         if tensor.name in params:
@@ -160,21 +131,6 @@ def training_input(
             graph.initializer.append(data.get(tensor.name, tensor))
     work.graph.CopyFrom(graph)
     return work
-
-
-def _copy_except(message: Any, skipped: str) -> Any:
-    """A copy of a protobuf message without one (large) field."""
-    result = type(message)()
-    for field, value in message.ListFields():
-        if field.name == skipped:
-            continue
-        if isinstance(value, Message):
-            getattr(result, field.name).CopyFrom(value)
-        elif isinstance(value, (str, bytes, int, float)):
-            setattr(result, field.name, value)
-        else:  # a repeated field
-            getattr(result, field.name).extend(value)
-    return result
 
 
 def _loss_block(loss: Any) -> Any:

@@ -17,10 +17,10 @@ from onnx_stopgrad.analysis._shapes import infer_shapes as analysis_shapes
 from onnx_stopgrad.graph import (
     KEPT_ELEMENTS,
     element_types,
+    hollow_copy,
     infer_types,
     inferred_graph,
     iter_graphs,
-    weight_free_copy,
 )
 from onnx_stopgrad.modules._types import tensor_types
 
@@ -231,12 +231,15 @@ def test_the_big_weight_model_keeps_value_dependent_shapes() -> None:
     assert [d.dim_value for d in types["y"].tensor_type.shape.dim] == [2, 8, 16, 16]  # Resize's scales
 
 
-def test_placeholders_keep_parameters_as_empty_initializers() -> None:
+def test_hollow_copy_keeps_parameters_as_initializers_without_data() -> None:
     model = _big_weight_model()
-    work = weight_free_copy(model, placeholders=True)
+    work = hollow_copy(model)
     kept = {t.name: t for t in work.graph.initializer}
     assert set(kept) == {BIG, "shape", "scales"}
-    assert kept[BIG].data_type == TensorProto.FLOAT and math.prod(kept[BIG].dims) == 0
+    big = model.graph.initializer[0]
+    assert kept[BIG].data_type == TensorProto.FLOAT and list(kept[BIG].dims) == list(big.dims)
+    assert not kept[BIG].raw_data and not kept[BIG].float_data
+    assert kept[BIG].data_location == TensorProto.EXTERNAL
     assert kept["shape"] == model.graph.initializer[1]
     assert [v.name for v in work.graph.input] == ["x"]
 
