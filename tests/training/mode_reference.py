@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from training_reference import ORT_ADAMW, _adamw_hf_step
+from training_reference import adamw_steps, first_of
 
 from onnx_stopgrad.training import RunningStatistics, load
 
@@ -34,23 +34,13 @@ def torch_steps(module, x, label, trainable, steps):
     """Loss and gradients of the first step; weights and buffers after ``steps`` AdamW
     steps; all in float64."""
     module = module.double()
-    params = dict(module.named_parameters())
-    for name, p in params.items():
-        p.requires_grad_(name in trainable)
-    state: dict = {}
-    first = None
-    for step in range(1, steps + 1):
-        for p in params.values():
-            p.grad = None
-        loss = torch.nn.functional.cross_entropy(
+
+    def loss_of():
+        return torch.nn.functional.cross_entropy(
             module(torch.from_numpy(x).double()), torch.from_numpy(label)
         )
-        loss.backward()
-        grads = {n: params[n].grad.detach().clone() for n in trainable}
-        if first is None:
-            first = (loss.item(), {n: g.numpy() for n, g in grads.items()})
-        with torch.no_grad():
-            _adamw_hf_step({n: params[n] for n in trainable}, grads, state, step, **ORT_ADAMW)
+
+    first = first_of(adamw_steps(dict(module.named_parameters()), loss_of, steps, trainable))
     return first, {n: t.detach().numpy().copy() for n, t in module.state_dict().items()}
 
 

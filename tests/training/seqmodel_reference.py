@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from training_reference import ORT_ADAMW, _adamw_hf_step
+from training_reference import adamw_steps
 
 __all__ = [
     "Run",
@@ -71,17 +71,13 @@ def torch_steps(module: torch.nn.Module, inputs: list[np.ndarray], labels: np.nd
     module = copy.deepcopy(module)
     params = dict(module.named_parameters())
     run = Run([], [], [])
-    state: dict = {}
-    for step in range(1, steps + 1):
-        for p in params.values():
-            p.grad = None
-        loss = cross_entropy(module(*[torch.from_numpy(a) for a in inputs]), torch.from_numpy(labels))
-        loss.backward()
-        grads = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
-        run.losses.append(loss.item())
-        run.grads.append({n: g.numpy() for n, g in grads.items()})
-        with torch.no_grad():
-            _adamw_hf_step({n: params[n] for n in grads}, grads, state, step, **ORT_ADAMW)
+
+    def loss_of():
+        return cross_entropy(module(*[torch.from_numpy(a) for a in inputs]), torch.from_numpy(labels))
+
+    for loss, grads in adamw_steps(params, loss_of, steps):
+        run.losses.append(loss)
+        run.grads.append(grads)
         run.params.append({n: p.detach().numpy().copy() for n, p in params.items()})
     return run
 

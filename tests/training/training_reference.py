@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from artifact_counts import backward_nodes
 
-__all__ = ["ORT_ADAMW", "ort_run", "ort_without_stops", "torch_loss", "torch_run"]
+__all__ = ["ORT_ADAMW", "adamw_steps", "first_of", "ort_run", "ort_without_stops", "torch_loss", "torch_run"]
 
 #: ORT 1.19's AdamW as generate_artifacts builds it (onnxblock.optim.AdamW defaults; the
 #: optimizer model's default learning rate). adam_mode=1: HF/transformers semantics.
@@ -38,23 +38,42 @@ def _adamw_hf_step(params, grads, state, step, lr, betas, eps, weight_decay):
             p -= lr * weight_decay * p
 
 
-def torch_run(module, case, inputs, label, trainable, steps=3):
-    """(loss, {name: grad}) of the first step, and {name: param} after ``steps`` AdamW steps."""
-    params = dict(module.named_parameters())
-    for name, p in params.items():
-        p.requires_grad_(name in trainable)
+def adamw_steps(params, loss_of, steps, trainable=None):
+    """PyTorch's side of ORT's AdamW: ``steps`` steps on ``loss_of()``, yielding each step's
+    loss and gradients once its update is applied. ``trainable`` names the parameters that
+    train (their ``requires_grad`` is set); by default, those that get a gradient."""
+    if trainable is not None:
+        for name, p in params.items():
+            p.requires_grad_(name in trainable)
     state: dict = {}
-    first = None
     for step in range(1, steps + 1):
         for p in params.values():
             p.grad = None
-        loss = torch_loss(case.loss, module(*[torch.from_numpy(a) for a in inputs]), torch.from_numpy(label))
+        loss = loss_of()
         loss.backward()
-        grads = {n: params[n].grad.detach().clone() for n in trainable}
-        if first is None:
-            first = (loss.item(), {n: g.numpy() for n, g in grads.items()})
+        names = trainable if trainable is not None else [n for n, p in params.items() if p.grad is not None]
+        grads = {n: params[n].grad.detach().clone() for n in names}
         with torch.no_grad():
-            _adamw_hf_step({n: params[n] for n in trainable}, grads, state, step, **ORT_ADAMW)
+            _adamw_hf_step({n: params[n] for n in names}, grads, state, step, **ORT_ADAMW)
+        yield loss.item(), {n: g.numpy() for n, g in grads.items()}
+
+
+def first_of(steps):
+    """The first item of ``adamw_steps(...)``, after running every step."""
+    first = next(steps)
+    for _ in steps:
+        pass
+    return first
+
+
+def torch_run(module, case, inputs, label, trainable, steps=3):
+    """(loss, {name: grad}) of the first step, and {name: param} after ``steps`` AdamW steps."""
+    params = dict(module.named_parameters())
+
+    def loss_of():
+        return torch_loss(case.loss, module(*[torch.from_numpy(a) for a in inputs]), torch.from_numpy(label))
+
+    first = first_of(adamw_steps(params, loss_of, steps, trainable))
     return first, {n: params[n].detach().numpy().copy() for n in trainable}
 
 
