@@ -27,6 +27,7 @@ __all__ = [
     "in_place_option",
     "json_option",
     "model_argument",
+    "module_option",
     "output_option",
     "resolve_output",
     "strict_option",
@@ -48,6 +49,15 @@ strict_option = click.option(
         "Refuse a model the ONNX checker rejects "
         "[default: accept it with a warning; the output gets no new problem]."
     ),
+)
+
+#: ``--module PATH``: stop the outputs of a PyTorch module (docs/modules.md).
+module_option = click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="PATH",
+    help="Stop the outputs of this PyTorch module (e.g. bert.encoder.layer.1; globs; repeatable).",
 )
 
 json_option = click.option(

@@ -8,7 +8,7 @@ import click
 
 from ..errors import InvalidOptionError
 from . import main
-from ._options import json_option, model_argument
+from ._options import json_option, model_argument, module_option
 
 __all__ = ["analyze_command", "parse_dims", "show_command"]
 
@@ -18,13 +18,6 @@ _at_option = click.option(
     multiple=True,
     metavar="TENSOR",
     help="Also stop the gradient at TENSOR (in memory; nothing is written). Repeatable.",
-)
-_module_option = click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="PATH",
-    help="Also stop the outputs of this PyTorch module (in memory; globs). Repeatable.",
 )
 _loss_option = click.option(
     "--loss-output",
@@ -51,7 +44,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @main.command("analyze")
 @model_argument
 @_at_option
-@_module_option
+@module_option
 @_loss_option
 @click.option(
     "--dim",
@@ -109,7 +102,7 @@ def analyze_command(
     help="Picture to write: .svg, .png, .pdf (need Graphviz) or .dot [default: MODEL with .svg].",
 )
 @_at_option
-@_module_option
+@module_option
 @_loss_option
 @click.option(
     "--max-nodes",

@@ -22,6 +22,7 @@ from ._options import (
     in_place_option,
     json_option,
     model_argument,
+    module_option,
     output_option,
     resolve_output,
     strict_option,
@@ -91,13 +92,7 @@ def _pair_consumers(ctx: click.Context, ats: Sequence[str], consumers: Sequence[
 @click.option(
     "--regex", "regexes", multiple=True, metavar="RE", help="Stop every tensor whose name contains a match."
 )
-@click.option(
-    "--module",
-    "modules",
-    multiple=True,
-    metavar="PATH",
-    help="Stop the outputs of this PyTorch module (e.g. bert.encoder.layer.1; globs; repeatable).",
-)
+@module_option
 @output_option()
 @in_place_option
 @strict_option

@@ -11,7 +11,7 @@ import click
 from ..errors import TrainingError
 from ..training import BATCHNORM_MODES, DROPOUT_MODES, LOSSES, OPTIMIZERS, mode_lines
 from . import main
-from ._options import json_option, model_argument
+from ._options import json_option, model_argument, module_option
 
 __all__ = ["artifacts", "export", "train"]
 
@@ -48,10 +48,7 @@ def _names(names: tuple[str, ...]) -> str:
 @click.option(
     "--at", "ats", multiple=True, metavar="TENSOR", help="Insert a StopGradient at TENSOR first (repeatable)."
 )
-@click.option(
-    "--module", "modules", multiple=True, metavar="PATH",
-    help="Insert StopGradient at the outputs of this PyTorch module first (globs; repeatable).",
-)  # fmt: skip
+@module_option
 @click.option(
     "--requires-grad",
     "requires_grad",
